@@ -1,0 +1,56 @@
+// The one Sigil binary. Thin by design: it dispatches to src/cli.
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "cli/commands.h"
+
+namespace {
+
+struct TopCommand {
+  const char* name;
+  const char* summary;
+  int (*run)(std::span<const std::string>);
+};
+
+int Version(std::span<const std::string>) {
+  std::cout << "sigil " << SIGIL_VERSION << "\n";
+  return 0;
+}
+
+constexpr TopCommand kCommands[] = {
+    {"pki", "offline PKI: CA init, CSR, issue, verify, JWT mint/validate", sigil::cli::RunPki},
+    {"version", "print the version", Version},
+};
+
+void PrintHelp(std::ostream& os) {
+  os << "Usage: sigil COMMAND [args]\n\n"
+        "Sigil: workload identity and credential delivery for Linux.\n\nCommands:\n";
+  for (const auto& c : kCommands) {
+    std::string name = c.name;
+    name.resize(12, ' ');
+    os << "  " << name << c.summary << "\n";
+  }
+  os << "\nRun 'sigil COMMAND --help' for details.\n";
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty()) {
+    PrintHelp(std::cerr);
+    return sigil::cli::kExitUsage;
+  }
+  if (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+    PrintHelp(std::cout);
+    return sigil::cli::kExitOk;
+  }
+  if (args[0] == "--version") return Version({});
+  for (const auto& c : kCommands) {
+    if (args[0] == c.name) return c.run(std::span<const std::string>(args).subspan(1));
+  }
+  std::cerr << "sigil: unknown command \"" << args[0] << "\"\n\n";
+  PrintHelp(std::cerr);
+  return sigil::cli::kExitUsage;
+}

@@ -1,0 +1,57 @@
+// A small, strict command-line flag parser shared by every `sigil` subcommand.
+//
+// Accepts `--name value`, `--name=value` and boolean `--name`; `--` ends the flags. Unknown
+// flags, missing values, repeated single-valued flags and missing required flags are errors
+// that name the flag. `-h`/`--help` sets help_requested() and stops parsing.
+#pragma once
+
+#include <functional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+
+namespace sigil::cli {
+
+class FlagSet {
+ public:
+  // `usage` is the synopsis after the program name, e.g. "pki issue --dir DIR ...".
+  FlagSet(std::string usage, std::string summary);
+
+  void String(std::string name, std::string* out, std::string help, bool required = false);
+  void StringList(std::string name, std::vector<std::string>* out, std::string help);
+  void Bool(std::string name, bool* out, std::string help);
+  void Duration(std::string name, Seconds* out, std::string help);
+  // Allows positional arguments (otherwise any positional argument is an error).
+  void Positional(std::string name, std::vector<std::string>* out, std::string help);
+
+  Result<void> Parse(std::span<const std::string> args);
+  bool help_requested() const { return help_; }
+  std::string Help() const;
+
+ private:
+  struct Flag {
+    std::string name;
+    std::string help;
+    std::string placeholder;  // empty for booleans
+    bool required = false;
+    bool repeatable = false;
+    bool seen = false;
+    std::string default_text;
+    std::function<Result<void>(std::string_view)> set;
+  };
+  Flag* Find(std::string_view name);
+
+  std::string usage_;
+  std::string summary_;
+  std::vector<Flag> flags_;
+  std::string positional_name_;
+  std::string positional_help_;
+  std::vector<std::string>* positional_ = nullptr;
+  bool help_ = false;
+};
+
+}  // namespace sigil::cli

@@ -1,0 +1,39 @@
+// Strict binary-to-text encodings. Decoders reject anything not in canonical form (stray
+// characters, bad padding, non-zero trailing bits), because they run on untrusted input.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/result.h"
+#include "common/secret_bytes.h"
+
+namespace sigil {
+
+std::string HexEncode(std::span<const uint8_t> bytes);  // lowercase
+Result<std::vector<uint8_t>> HexDecode(std::string_view hex);
+
+// RFC 4648 section 4, with '=' padding (JWK x5c, PEM bodies).
+std::string Base64Encode(std::span<const uint8_t> bytes);
+Result<std::vector<uint8_t>> Base64Decode(std::string_view text);
+
+// RFC 4648 section 5 without padding (JWS, JWK members), as RFC 7515 requires.
+std::string Base64UrlEncode(std::span<const uint8_t> bytes);
+std::string Base64UrlEncode(std::string_view bytes);
+Result<std::vector<uint8_t>> Base64UrlDecode(std::string_view text);
+
+inline std::span<const uint8_t> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+inline std::string_view AsChars(std::span<const uint8_t> b) {
+  return {reinterpret_cast<const char*>(b.data()), b.size()};
+}
+
+// SHA-256 helpers used for fingerprints and hash pins.
+std::vector<uint8_t> Sha256(std::span<const uint8_t> data);
+std::string Sha256Hex(std::span<const uint8_t> data);
+
+}  // namespace sigil

@@ -1,0 +1,67 @@
+// Ownership wrappers for OpenSSL handles and the one place where OpenSSL's error queue is
+// turned into a sigil::Error. Raw OpenSSL pointers passed to or returned from our functions
+// are borrowed unless the name says otherwise.
+#pragma once
+
+#include <openssl/bio.h>
+#include <openssl/bn.h>
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <memory>
+#include <string_view>
+
+#include "common/result.h"
+
+namespace sigil {
+
+template <auto F>
+struct OsslFree {
+  template <class P>
+  void operator()(P* p) const noexcept {
+    F(p);
+  }
+};
+
+using BioPtr = std::unique_ptr<BIO, OsslFree<BIO_free_all>>;
+using BignumPtr = std::unique_ptr<BIGNUM, OsslFree<BN_free>>;
+using EcdsaSigPtr = std::unique_ptr<ECDSA_SIG, OsslFree<ECDSA_SIG_free>>;
+using EvpMdCtxPtr = std::unique_ptr<EVP_MD_CTX, OsslFree<EVP_MD_CTX_free>>;
+using EvpPkeyCtxPtr = std::unique_ptr<EVP_PKEY_CTX, OsslFree<EVP_PKEY_CTX_free>>;
+using EvpPkeyPtr = std::unique_ptr<EVP_PKEY, OsslFree<EVP_PKEY_free>>;
+using X509Ptr = std::unique_ptr<X509, OsslFree<X509_free>>;
+using X509ReqPtr = std::unique_ptr<X509_REQ, OsslFree<X509_REQ_free>>;
+using X509StorePtr = std::unique_ptr<X509_STORE, OsslFree<X509_STORE_free>>;
+using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OsslFree<X509_STORE_CTX_free>>;
+using X509NamePtr = std::unique_ptr<X509_NAME, OsslFree<X509_NAME_free>>;
+using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, OsslFree<X509_EXTENSION_free>>;
+using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, OsslFree<ASN1_INTEGER_free>>;
+using Asn1TimePtr = std::unique_ptr<ASN1_TIME, OsslFree<ASN1_TIME_free>>;
+using GeneralNamesPtr = std::unique_ptr<GENERAL_NAMES, OsslFree<GENERAL_NAMES_free>>;
+using BasicConstraintsPtr = std::unique_ptr<BASIC_CONSTRAINTS, OsslFree<BASIC_CONSTRAINTS_free>>;
+using Asn1BitStringPtr = std::unique_ptr<ASN1_BIT_STRING, OsslFree<ASN1_BIT_STRING_free>>;
+using ExtKeyUsagePtr = std::unique_ptr<EXTENDED_KEY_USAGE, OsslFree<EXTENDED_KEY_USAGE_free>>;
+// sk_X509_free is a macro; wrap it so it can be a template argument. Frees the stack only,
+// not the certificates (they stay owned by their Certificate objects).
+inline void FreeX509Stack(STACK_OF(X509) * s) { sk_X509_free(s); }
+using StackOfX509Ptr = std::unique_ptr<STACK_OF(X509), OsslFree<FreeX509Stack>>;
+using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
+using SslPtr = std::unique_ptr<SSL, OsslFree<SSL_free>>;
+
+// Builds an Error from `what` plus the reasons on OpenSSL's (thread-local) error queue, and
+// clears the queue so a later failure does not report stale reasons.
+Error OsslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
+
+// Discards whatever is on the error queue (after a failure we handled ourselves).
+void ClearOsslErrors();
+
+// Normalises OpenSSL's "1 means success" convention.
+inline Result<void> OsslCheck(int rc, std::string_view what) {
+  if (rc == 1) return Ok();
+  return OsslError(what);
+}
+
+}  // namespace sigil
