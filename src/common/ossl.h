@@ -11,8 +11,12 @@
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
+#include <cstdint>
 #include <memory>
+#include <span>
+#include <string>
 #include <string_view>
+#include <vector>
 
 #include "common/result.h"
 
@@ -37,6 +41,7 @@ using X509ReqPtr = std::unique_ptr<X509_REQ, OsslFree<X509_REQ_free>>;
 using X509StorePtr = std::unique_ptr<X509_STORE, OsslFree<X509_STORE_free>>;
 using X509StoreCtxPtr = std::unique_ptr<X509_STORE_CTX, OsslFree<X509_STORE_CTX_free>>;
 using X509NamePtr = std::unique_ptr<X509_NAME, OsslFree<X509_NAME_free>>;
+using X509AlgorPtr = std::unique_ptr<X509_ALGOR, OsslFree<X509_ALGOR_free>>;
 using X509ExtensionPtr = std::unique_ptr<X509_EXTENSION, OsslFree<X509_EXTENSION_free>>;
 using Asn1IntegerPtr = std::unique_ptr<ASN1_INTEGER, OsslFree<ASN1_INTEGER_free>>;
 using Asn1TimePtr = std::unique_ptr<ASN1_TIME, OsslFree<ASN1_TIME_free>>;
@@ -62,6 +67,30 @@ void ClearOsslErrors();
 inline Result<void> OsslCheck(int rc, std::string_view what) {
   if (rc == 1) return Ok();
   return OsslError(what);
+}
+
+// Decodes exactly one DER object with an OpenSSL d2i function (d2i_X509, d2i_PUBKEY, ...):
+// malformed input and trailing bytes are InvalidArgument errors prefixed with `what`.
+template <class Ptr, class D2i>
+Result<Ptr> D2iExact(D2i d2i, std::span<const uint8_t> der, std::string_view what) {
+  const unsigned char* p = der.data();
+  Ptr obj(d2i(nullptr, &p, static_cast<long>(der.size())));
+  if (!obj) return OsslError(std::string(what) + ": malformed DER", ErrorCode::kInvalidArgument);
+  if (p != der.data() + der.size()) {
+    return InvalidArgument(std::string(what) + ": trailing data after DER");
+  }
+  return obj;
+}
+
+// Encodes an OpenSSL object with its i2d function (i2d_X509, i2d_X509_NAME, ...).
+template <class T, class I2d>
+Result<std::vector<uint8_t>> I2dVector(I2d i2d, const T* obj, std::string_view what) {
+  unsigned char* out = nullptr;
+  int len = obj == nullptr ? -1 : i2d(obj, &out);
+  if (len <= 0) return OsslError(std::string(what) + ": DER encoding failed");
+  std::vector<uint8_t> der(out, out + len);
+  OPENSSL_free(out);
+  return der;
 }
 
 }  // namespace sigil

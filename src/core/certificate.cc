@@ -35,10 +35,7 @@ std::vector<std::string> SansOfType(X509* x509, int type) {
 Result<Certificate> Certificate::FromDer(std::span<const uint8_t> der) {
   if (der.empty()) return InvalidArgument("certificate: empty DER");
   if (der.size() > kMaxCertificateBytes) return InvalidArgument("certificate: larger than 64 KiB");
-  const unsigned char* p = der.data();
-  X509Ptr x509(d2i_X509(nullptr, &p, static_cast<long>(der.size())));
-  if (!x509) return OsslError("certificate: malformed DER", ErrorCode::kInvalidArgument);
-  if (p != der.data() + der.size()) return InvalidArgument("certificate: trailing data after DER");
+  SIGIL_ASSIGN_OR_RETURN(X509Ptr x509, D2iExact<X509Ptr>(d2i_X509, der, "certificate"));
   return Certificate(std::move(x509));
 }
 
@@ -61,12 +58,8 @@ Certificate& Certificate::operator=(const Certificate& other) {
 }
 
 std::vector<uint8_t> Certificate::ToDer() const {
-  unsigned char* out = nullptr;
-  int len = i2d_X509(x509_.get(), &out);
-  if (len <= 0) return {};
-  std::vector<uint8_t> der(out, out + len);
-  OPENSSL_free(out);
-  return der;
+  auto der = I2dVector(i2d_X509, x509_.get(), "certificate");
+  return der.ok() ? std::move(der).value() : std::vector<uint8_t>();
 }
 
 std::string Certificate::ToPem() const {

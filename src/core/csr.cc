@@ -14,10 +14,7 @@ Result<void> KeyPolicy::Check(KeyType type) const {
 Result<Csr> Csr::ParseDer(std::span<const uint8_t> der) {
   if (der.empty()) return InvalidArgument("csr: empty");
   if (der.size() > kMaxCsrBytes) return InvalidArgument("csr: larger than 64 KiB");
-  const unsigned char* p = der.data();
-  X509ReqPtr req(d2i_X509_REQ(nullptr, &p, static_cast<long>(der.size())));
-  if (!req) return OsslError("csr: malformed DER", ErrorCode::kInvalidArgument);
-  if (p != der.data() + der.size()) return InvalidArgument("csr: trailing data after DER");
+  SIGIL_ASSIGN_OR_RETURN(X509ReqPtr req, D2iExact<X509ReqPtr>(d2i_X509_REQ, der, "csr"));
   return Csr(std::move(req));
 }
 
@@ -57,12 +54,8 @@ Result<PublicKey> Csr::Verify(const KeyPolicy& policy) const {
 }
 
 std::vector<uint8_t> Csr::ToDer() const {
-  unsigned char* out = nullptr;
-  int len = i2d_X509_REQ(req_.get(), &out);
-  if (len <= 0) return {};
-  std::vector<uint8_t> der(out, out + len);
-  OPENSSL_free(out);
-  return der;
+  auto der = I2dVector(i2d_X509_REQ, req_.get(), "csr");
+  return der.ok() ? std::move(der).value() : std::vector<uint8_t>();
 }
 
 Result<std::vector<uint8_t>> CreateCsrDer(const PrivateKey& key) {
@@ -78,12 +71,7 @@ Result<std::vector<uint8_t>> CreateCsrDer(const PrivateKey& key) {
   if (X509_REQ_sign(req.get(), key.get(), DefaultDigestFor(key.type())) <= 0) {
     return OsslError("csr: signing failed");
   }
-  unsigned char* out = nullptr;
-  int len = i2d_X509_REQ(req.get(), &out);
-  if (len <= 0) return OsslError("csr: encoding failed");
-  std::vector<uint8_t> der(out, out + len);
-  OPENSSL_free(out);
-  return der;
+  return I2dVector(i2d_X509_REQ, req.get(), "csr");
 }
 
 std::string CsrDerToPem(std::span<const uint8_t> der) {

@@ -335,11 +335,7 @@ Result<PublicKey> PublicKey::FromEvp(EVP_PKEY* key) {
 
 Result<PublicKey> PublicKey::FromDer(std::span<const uint8_t> der) {
   if (der.size() > kMaxKeyInputBytes) return InvalidArgument("public key: input too large");
-  const unsigned char* p = der.data();
-  EvpPkeyPtr key(d2i_PUBKEY(nullptr, &p, static_cast<long>(der.size())));
-  if (!key)
-    return OsslError("public key: malformed SubjectPublicKeyInfo", ErrorCode::kInvalidArgument);
-  if (p != der.data() + der.size()) return InvalidArgument("public key: trailing data after DER");
+  SIGIL_ASSIGN_OR_RETURN(EvpPkeyPtr key, D2iExact<EvpPkeyPtr>(d2i_PUBKEY, der, "public key"));
   SIGIL_ASSIGN_OR_RETURN(KeyType type, ClassifyKey(key.get()));
   return PublicKey(std::move(key), type);
 }
@@ -440,10 +436,8 @@ Result<PrivateKey> PrivateKey::Generate(KeyType type) {
 
 Result<PrivateKey> PrivateKey::FromPkcs8Der(std::span<const uint8_t> der) {
   if (der.size() > kMaxKeyInputBytes) return InvalidArgument("private key: input too large");
-  const unsigned char* p = der.data();
-  EvpPkeyPtr key(d2i_AutoPrivateKey(nullptr, &p, static_cast<long>(der.size())));
-  if (!key) return OsslError("private key: malformed PKCS#8 DER", ErrorCode::kInvalidArgument);
-  if (p != der.data() + der.size()) return InvalidArgument("private key: trailing data after DER");
+  SIGIL_ASSIGN_OR_RETURN(EvpPkeyPtr key,
+                         D2iExact<EvpPkeyPtr>(d2i_AutoPrivateKey, der, "private key"));
   SIGIL_ASSIGN_OR_RETURN(KeyType type, ClassifyKey(key.get()));
   return PrivateKey(std::move(key), type);
 }
