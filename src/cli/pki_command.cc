@@ -33,7 +33,7 @@ using core::PrivateKey;
 using core::TrustBundle;
 using core::TrustDomain;
 
-constexpr size_t kMaxFile = 1024 * 1024;
+constexpr size_t kMaxFile = size_t{1024} * 1024;
 
 struct Subcommand {
   std::string_view name;

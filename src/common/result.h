@@ -144,7 +144,9 @@ inline Result<void> Ok() { return {}; }
 // SIGIL_ASSIGN_OR_RETURN(auto x, Foo()); binds the value or returns the error.
 #define SIGIL_ASSIGN_OR_RETURN(lhs, expr) \
   SIGIL_ASSIGN_OR_RETURN_IMPL(SIGIL_CONCAT(sigil_aor_, __LINE__), lhs, expr)
+// NOLINTBEGIN(bugprone-macro-parentheses): `lhs` is a declaration, `tmp` a fresh name.
 #define SIGIL_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                                \
   if (!tmp.ok()) return std::move(tmp).error();     \
   lhs = std::move(tmp).value()
+// NOLINTEND(bugprone-macro-parentheses)

@@ -16,9 +16,9 @@
 
 namespace sigil::core {
 
-inline constexpr size_t kMaxCertificateBytes = 64 * 1024;  // one DER certificate
-inline constexpr size_t kMaxPemInputBytes = 1024 * 1024;   // a PEM file or DER chain
-inline constexpr size_t kMaxCertificatesPerInput = 64;     // chain or bundle entries
+inline constexpr size_t kMaxCertificateBytes = size_t{64} * 1024;  // one DER certificate
+inline constexpr size_t kMaxPemInputBytes = size_t{1024} * 1024;   // a PEM file or DER chain
+inline constexpr size_t kMaxCertificatesPerInput = 64;             // chain or bundle entries
 
 class Certificate {
  public:

@@ -15,7 +15,7 @@
 
 namespace sigil::core {
 
-inline constexpr size_t kMaxCsrBytes = 64 * 1024;
+inline constexpr size_t kMaxCsrBytes = size_t{64} * 1024;
 
 // Key types a CSR may carry. Default: EC P-256/P-384, RSA 2048/3072/4096.
 struct KeyPolicy {

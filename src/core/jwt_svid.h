@@ -21,7 +21,7 @@
 
 namespace sigil::core {
 
-inline constexpr size_t kMaxJwtBytes = 16 * 1024;
+inline constexpr size_t kMaxJwtBytes = size_t{16} * 1024;
 inline constexpr Seconds kDefaultJwtLeeway{30};
 
 struct JwtSvid {

@@ -38,7 +38,7 @@ Result<KeyType> ParseKeyType(std::string_view name);
 // (DSA, unnamed curves, RSA of other sizes, ...).
 Result<KeyType> ClassifyKey(const EVP_PKEY* key);
 
-inline constexpr size_t kMaxKeyInputBytes = 64 * 1024;
+inline constexpr size_t kMaxKeyInputBytes = size_t{64} * 1024;
 
 class PublicKey {
  public:

@@ -23,7 +23,7 @@
 
 namespace sigil::core {
 
-inline constexpr size_t kMaxJwksBytes = 1024 * 1024;
+inline constexpr size_t kMaxJwksBytes = size_t{1024} * 1024;
 inline constexpr size_t kMaxJwksKeys = 256;
 
 struct JwtAuthority {
