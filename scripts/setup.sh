@@ -12,7 +12,7 @@ PACKAGES=(
   libssl-dev openssl
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libsqlite3-dev sqlite3 libpq-dev
-  libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev
+  libyaml-cpp-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libcpp-httplib-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libbpf-dev bpftool libfuse3-dev fuse3
   # real peers used by the integration tests

@@ -70,6 +70,16 @@ class AuthoritySet {
   // Every unexpired generation's root and JWT key, sequence, refresh hint.
   TrustBundle Bundle() const;
 
+  // Persistence: every generation (chains, CA and JWT private keys, kids, roles) and the
+  // bundle sequence as JSON inside SecretBytes. The caller seals it (core::Kek) before it
+  // touches a disk; temporary strings holding key material are cleansed.
+  Result<SecretBytes> Serialize() const;
+  // Rebuilds a set from Serialize() output. `options`, `policy` and `upstream` come from the
+  // current configuration; the trust domain must match the stored generations.
+  static Result<AuthoritySet> Deserialize(const CaOptions& options, const RotationPolicy& policy,
+                                          std::optional<UpstreamCa> upstream,
+                                          const SecretBytes& serialized);
+
   Result<IssuedX509Svid> IssueX509Svid(const X509SvidRequest& request, TimePoint now) const;
   // The token's exp is capped at the active JWT key's not_after.
   Result<std::string> MintJwtSvid(const SpiffeId& subject, std::vector<std::string> audience,

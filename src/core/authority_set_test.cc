@@ -131,6 +131,51 @@ TEST(AuthoritySet, PolicyValidation) {
   EXPECT_TRUE(ok.Validate(24 * kHour, kHour).ok());
 }
 
+TEST(AuthoritySet, SerializeRoundTripKeepsEveryGeneration) {
+  auto set = AuthoritySet::Create(Options(), RotationPolicy{}, TestNow());
+  ASSERT_TRUE(set.ok());
+  ASSERT_TRUE(set->Rotate(TestNow() + 20 * kHour).ok());  // one retired + one active
+  ASSERT_TRUE(set->Rotate(TestNow() + 23 * kHour).ok());
+  auto blob = set->Serialize();
+  ASSERT_TRUE(blob.ok()) << blob.error().ToString();
+  auto back = AuthoritySet::Deserialize(Options(), RotationPolicy{}, std::nullopt, *blob);
+  ASSERT_TRUE(back.ok()) << back.error().ToString();
+  EXPECT_EQ(back->retired_count(), set->retired_count());
+  EXPECT_EQ(back->active().ca.certificate().Fingerprint(),
+            set->active().ca.certificate().Fingerprint());
+  EXPECT_EQ(back->active().jwt.kid, set->active().jwt.kid);
+  EXPECT_EQ(back->Bundle().ToJwks(), set->Bundle().ToJwks());
+  // The restored set signs with the same key: its leaves verify against the old bundle.
+  TimePoint now = TestNow() + 23 * kHour;
+  auto svid = back->IssueX509Svid(
+      {Id("spiffe://example.org/w"), PrivateKey::Generate(KeyType::kEcP256)->Public(), {}, kHour},
+      now);
+  ASSERT_TRUE(svid.ok());
+  EXPECT_TRUE(VerifyX509Svid(svid->chain, AsSet(set->Bundle()), now).ok());
+  auto token = back->MintJwtSvid(Id("spiffe://example.org/w"), {"db"}, now, Seconds(60));
+  ASSERT_TRUE(token.ok());
+  EXPECT_TRUE(
+      ValidateJwtSvid(*token, AsSet(set->Bundle()), std::vector<std::string>{"db"}, now).ok());
+}
+
+TEST(AuthoritySet, DeserializeRejectsWrongTrustDomainAndGarbage) {
+  auto set = AuthoritySet::Create(Options(), RotationPolicy{}, TestNow());
+  ASSERT_TRUE(set.ok());
+  auto blob = set->Serialize();
+  ASSERT_TRUE(blob.ok());
+  CaOptions other = Options();
+  other.trust_domain = Td("other.org");
+  auto wrong = AuthoritySet::Deserialize(other, RotationPolicy{}, std::nullopt, *blob);
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.error().message().find("example.org"), std::string::npos);
+  for (std::string_view bad : {"", "[]", "{\"version\":1}", "{\"version\":2}", "not json"}) {
+    EXPECT_FALSE(
+        AuthoritySet::Deserialize(Options(), RotationPolicy{}, std::nullopt, SecretBytes::Copy(bad))
+            .ok())
+        << bad;
+  }
+}
+
 TEST(AuthoritySet, JwtRefusesForeignSubject) {
   auto set = AuthoritySet::Create(Options(), RotationPolicy{}, TestNow());
   ASSERT_TRUE(set.ok());
