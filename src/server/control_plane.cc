@@ -1,0 +1,221 @@
+#include "server/control_plane.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/csr.h"
+#include "core/join_token.h"
+
+namespace sigil::server {
+namespace {
+
+constexpr std::string_view kAuthoritiesBlob = "authorities";
+
+bool ValidNodeName(std::string_view name) {
+  if (name.empty() || name.size() > 63) return false;
+  for (char c : name) {
+    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
+    if (!ok) return false;
+  }
+  return name.front() != '-' && name.front() != '.';
+}
+
+}  // namespace
+
+store::AuditEvent ControlPlane::Event(std::string type, std::string actor) const {
+  store::AuditEvent e;
+  e.time = clock_.Now();
+  e.type = std::move(type);
+  e.actor = std::move(actor);
+  return e;
+}
+
+Result<std::unique_ptr<ControlPlane>> ControlPlane::Open(ControlPlaneOptions options,
+                                                         std::unique_ptr<store::Store> store,
+                                                         core::Kek kek, const Clock& clock) {
+  std::unique_ptr<ControlPlane> cp(
+      new ControlPlane(std::move(options), std::move(store), std::move(kek), clock));
+  auto blob = cp->store_->GetBlob(std::string(kAuthoritiesBlob));
+  if (blob.ok()) {
+    auto plain = cp->kek_.Open(*blob, kAuthoritiesBlob);
+    if (!plain.ok()) return std::move(plain).error().WithContext("loading the CA from the store");
+    SIGIL_ASSIGN_OR_RETURN(auto set,
+                           core::AuthoritySet::Deserialize(cp->options_.ca, cp->options_.rotation,
+                                                           cp->options_.upstream, *plain));
+    cp->authorities_.emplace(std::move(set));
+    return cp;
+  }
+  if (blob.error().code() != ErrorCode::kNotFound) return std::move(blob).error();
+  SIGIL_ASSIGN_OR_RETURN(
+      auto set, core::AuthoritySet::Create(cp->options_.ca, cp->options_.rotation, clock.Now(),
+                                           cp->options_.upstream));
+  cp->authorities_.emplace(std::move(set));
+  store::AuditEvent e = cp->Event("ca.init", "server");
+  e.details_json = nlohmann::json{{"trust_domain", cp->trust_domain().name()},
+                                  {"ca_sha256", cp->Root().Fingerprint()},
+                                  {"upstream", cp->options_.upstream.has_value()}}
+                       .dump();
+  SIGIL_TRY(cp->PersistAuthorities({e}));
+  cp->created_ = true;
+  return cp;
+}
+
+Result<void> ControlPlane::PersistAuthorities(const std::vector<store::AuditEvent>& audit) {
+  SecretBytes plain;
+  {
+    std::lock_guard lock(mu_);
+    SIGIL_ASSIGN_OR_RETURN(plain, authorities_->Serialize());
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto sealed, kek_.Seal(plain.span(), kAuthoritiesBlob));
+  return store_->PutBlob(std::string(kAuthoritiesBlob), sealed, audit);
+}
+
+core::TrustBundle ControlPlane::Bundle() const {
+  std::lock_guard lock(mu_);
+  return authorities_->Bundle();
+}
+
+core::Certificate ControlPlane::Root() const {
+  std::lock_guard lock(mu_);
+  return authorities_->active().ca.root();
+}
+
+Result<bool> ControlPlane::RotateIfDue() {
+  bool changed = false;
+  uint64_t sequence = 0;
+  {
+    std::lock_guard lock(mu_);
+    SIGIL_ASSIGN_OR_RETURN(changed, authorities_->Rotate(clock_.Now()));
+    sequence = authorities_->Bundle().sequence();
+  }
+  if (!changed) return false;
+  store::AuditEvent e = Event("ca.rotate", "server");
+  e.details_json = nlohmann::json{{"bundle_sequence", sequence}}.dump();
+  SIGIL_TRY(PersistAuthorities({e}));
+  return true;
+}
+
+Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& request) {
+  std::lock_guard lock(mu_);
+  return authorities_->IssueX509Svid(request, clock_.Now());
+}
+
+Result<AdminCredential> ControlPlane::IssueAdminCredential(bool read_only,
+                                                           const std::string& actor) {
+  SIGIL_ASSIGN_OR_RETURN(
+      auto id, core::SpiffeId::FromPath(trust_domain(),
+                                        read_only ? "/sigil/admin/readonly" : "/sigil/admin"));
+  SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
+  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, key.Public(), {}, kAdminCredentialTtl}));
+  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key.ToPkcs8Pem());
+  store::AuditEvent e = Event("admin.credential.create", actor);
+  e.identity = id.str();
+  e.details_json = nlohmann::json{
+      {"serial", svid.leaf.SerialHex()},
+      {"expires", ToUnixSeconds(svid.leaf.NotAfter())},
+      {"read_only",
+       read_only}}.dump();
+  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  return AdminCredential{id.str(), core::CertificatesToPem(svid.chain), std::move(key_pem)};
+}
+
+Result<IssuedJoinToken> ControlPlane::CreateJoinToken(const std::string& node_name, Seconds ttl,
+                                                      const std::string& actor) {
+  if (!ValidNodeName(node_name)) {
+    return InvalidArgument("node name \"" + node_name +
+                           "\": use 1-63 of [a-z0-9-._], not starting with '-' or '.'");
+  }
+  if (ttl <= Seconds(0) || ttl > kMaxJoinTokenTtl) {
+    return InvalidArgument("token ttl must be between 1s and 7d");
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto token, core::JoinToken::Generate(Root()));
+  TimePoint now = clock_.Now();
+  store::JoinTokenRecord record;
+  record.token_hash = token.StorageHash();
+  record.node_name = node_name;
+  record.created_by = actor;
+  record.created_at = now;
+  record.expires_at = now + ttl;
+  store::AuditEvent e = Event("token.create", actor);
+  e.node = node_name;
+  e.details_json =
+      nlohmann::json{{"token_id", token.id()}, {"expires", ToUnixSeconds(record.expires_at)}}
+          .dump();
+  SIGIL_TRY(store_->CreateJoinToken(record, std::span(&e, 1)));
+  return IssuedJoinToken{token.id(), token.Text(), record.expires_at};
+}
+
+Result<NodeJoin> ControlPlane::JoinNode(std::string_view token_text, const std::string& node_name,
+                                        std::span<const uint8_t> csr_der, const std::string& peer) {
+  auto refuse = [&](std::string type, std::string reason, std::string token_id) -> Error {
+    store::AuditEvent e = Event(std::move(type), peer);
+    e.node = node_name;
+    e.details_json = nlohmann::json{{"reason", reason}, {"token_id", token_id}}.dump();
+    (void)store_->AppendAudit(std::span(&e, 1));  // best effort: the refusal stands anyway
+    return PermissionDenied("join refused: token is invalid, expired or already used");
+  };
+  auto token = core::JoinToken::Parse(token_text);
+  if (!token.ok()) return refuse("token.invalid", token.error().message(), "");
+  // Any root of the current bundle: a token created before a CA rotation stays usable.
+  core::TrustBundle bundle = Bundle();
+  bool pinned = false;
+  for (const auto& root : bundle.x509_authorities()) pinned = pinned || token->PinsCa(root);
+  if (!pinned) return refuse("token.invalid", "token pins a different CA", token->id());
+  if (!ValidNodeName(node_name)) return InvalidArgument("node name is not valid");
+  auto csr = core::Csr::ParseDer(csr_der);
+  if (!csr.ok()) return std::move(csr).error();
+  SIGIL_ASSIGN_OR_RETURN(core::PublicKey pub, csr->Verify(core::KeyPolicy{}));
+  SIGIL_ASSIGN_OR_RETURN(auto id,
+                         core::SpiffeId::FromPath(trust_domain(), "/sigil/node/" + node_name));
+
+  TimePoint now = clock_.Now();
+  store::AuditEvent used = Event("token.use", peer);
+  used.node = node_name;
+  used.identity = id.str();
+  used.details_json = nlohmann::json{{"token_id", token->id()}}.dump();
+  SIGIL_ASSIGN_OR_RETURN(auto consumed,
+                         store_->ConsumeJoinToken(token->StorageHash(), now, std::span(&used, 1)));
+  switch (consumed.status) {
+    case store::ConsumeStatus::kConsumed:
+      break;
+    case store::ConsumeStatus::kUnknown:
+      return refuse("token.unknown", "no such token", token->id());
+    case store::ConsumeStatus::kAlreadyUsed:
+      return refuse("token.reuse", "token was already used", token->id());
+    case store::ConsumeStatus::kExpired:
+      return refuse("token.expired", "token expired", token->id());
+  }
+  if (consumed.token->node_name != node_name) {
+    // The token is spent either way: a token is bound to the node it was created for.
+    return refuse("token.mismatch",
+                  "token was created for node \"" + consumed.token->node_name + "\"", token->id());
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, pub, {}, options_.node_svid_ttl}));
+  store::NodeRecord node;
+  node.name = node_name;
+  node.spiffe_id = id.str();
+  node.svid_serial = svid.leaf.SerialHex();
+  node.svid_expiry = svid.leaf.NotAfter();
+  node.joined_at = now;
+  node.last_seen = now;
+  store::AuditEvent joined = Event("node.join", peer);
+  joined.node = node_name;
+  joined.identity = id.str();
+  joined.details_json =
+      nlohmann::json{{"serial", node.svid_serial}, {"expires", ToUnixSeconds(node.svid_expiry)}}
+          .dump();
+  SIGIL_TRY(store_->UpsertNode(node, std::span(&joined, 1)));
+  return NodeJoin{id.str(), std::move(svid), Bundle().ToJwks()};
+}
+
+Result<size_t> ControlPlane::SweepExpiredTokens() {
+  SIGIL_ASSIGN_OR_RETURN(
+      auto expired, store_->ExpireJoinTokens(clock_.Now(), [this](const store::JoinTokenRecord& t) {
+        store::AuditEvent e = Event("token.expired", "server");
+        e.node = t.node_name;
+        e.details_json = nlohmann::json{{"expired_at", ToUnixSeconds(t.expires_at)}}.dump();
+        return e;
+      }));
+  return expired.size();
+}
+
+}  // namespace sigil::server

@@ -1,0 +1,111 @@
+// ControlPlane: the server's logic, independent of transport. The admin API (HTTPS) and the
+// agent API (gRPC) are thin adapters over it.
+//
+// Owns the authority set (CA + JWT key generations; persisted sealed under the KEK in the
+// store blob "authorities"), issues admin credentials, join tokens and node SVIDs, and writes
+// an audit record for every bootstrap secret it creates or consumes.
+//
+// Thread-safe: the authority set is guarded by a mutex; everything else is in the store.
+#pragma once
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/clock.h"
+#include "common/result.h"
+#include "common/secret_bytes.h"
+#include "core/authority_set.h"
+#include "core/kek.h"
+#include "core/trust_bundle.h"
+#include "store/store.h"
+
+namespace sigil::server {
+
+inline constexpr Seconds kDefaultNodeSvidTtl{24 * 3600};
+inline constexpr Seconds kDefaultJoinTokenTtl{3600};
+inline constexpr Seconds kMaxJoinTokenTtl{7 * 24 * 3600};
+inline constexpr Seconds kAdminCredentialTtl{365 * 24 * 3600 / 4};  // ~3 months, capped by CA
+
+struct ControlPlaneOptions {
+  core::CaOptions ca;  // trust domain, CA key type and TTL
+  core::RotationPolicy rotation;
+  std::optional<core::UpstreamCa> upstream;
+  Seconds node_svid_ttl = kDefaultNodeSvidTtl;
+};
+
+struct AdminCredential {
+  std::string spiffe_id;
+  std::string chain_pem;  // leaf first
+  SecretBytes key_pem;    // PKCS#8; write it 0600, never log it
+};
+
+struct IssuedJoinToken {
+  std::string id;
+  SecretBytes text;  // the token to hand to the operator once
+  TimePoint expires_at;
+};
+
+struct NodeJoin {
+  std::string spiffe_id;
+  core::IssuedX509Svid svid;
+  std::string bundle_jwks;
+};
+
+class ControlPlane {
+ public:
+  // Loads the sealed authority set from the store, or creates and stores it on first start
+  // (audited as "ca.init"). `store` and `kek` must outlive nothing: the control plane owns them.
+  static Result<std::unique_ptr<ControlPlane>> Open(ControlPlaneOptions options,
+                                                    std::unique_ptr<store::Store> store,
+                                                    core::Kek kek, const Clock& clock);
+
+  bool created_authorities() const { return created_; }
+  const core::TrustDomain& trust_domain() const { return options_.ca.trust_domain; }
+  store::Store& store() { return *store_; }
+
+  core::TrustBundle Bundle() const;
+  // The current root CA certificate (what join tokens pin).
+  core::Certificate Root() const;
+  // Advances CA rotation; persists and audits when the bundle changed. Returns true then.
+  Result<bool> RotateIfDue();
+
+  // `spiffe://TD/sigil/admin` (or `.../admin/readonly`) client certificate and key. Audited.
+  Result<AdminCredential> IssueAdminCredential(bool read_only, const std::string& actor);
+
+  // Node bootstrap. Token text is returned once; the store keeps its hash only.
+  Result<IssuedJoinToken> CreateJoinToken(const std::string& node_name, Seconds ttl,
+                                          const std::string& actor);
+  // Consumes the token (single use), checks it names `node_name`, verifies the CSR, issues
+  // the node SVID and records the node. Every refusal is audited with its reason and is
+  // PermissionDenied/Unauthenticated to the caller without saying which check failed.
+  Result<NodeJoin> JoinNode(std::string_view token_text, const std::string& node_name,
+                            std::span<const uint8_t> csr_der, const std::string& peer);
+  // Audits each token that passed its expiry unused, once. Returns how many.
+  Result<size_t> SweepExpiredTokens();
+
+ private:
+  ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
+               const Clock& clock)
+      : options_(std::move(options)),
+        store_(std::move(store)),
+        kek_(std::move(kek)),
+        clock_(clock) {}
+  Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
+  Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
+  store::AuditEvent Event(std::string type, std::string actor) const;
+
+  const ControlPlaneOptions options_;
+  std::unique_ptr<store::Store> store_;
+  const core::Kek kek_;
+  const Clock& clock_;
+  bool created_ = false;
+
+  mutable std::mutex mu_;
+  std::optional<core::AuthoritySet> authorities_;  // guarded by mu_
+};
+
+}  // namespace sigil::server
