@@ -20,6 +20,13 @@ int Version(std::span<const std::string>) {
 
 constexpr TopCommand kCommands[] = {
     {"pki", "offline PKI: CA init, CSR, issue, verify, JWT mint/validate", sigil::cli::RunPki},
+    {"server", "run the control plane (admin API, agent API)", sigil::cli::RunServer},
+    {"apply", "apply resource documents (-f FILE|-) through the admin API", sigil::cli::RunApply},
+    {"get", "show resources: get KIND [NAME] -o table|yaml|json", sigil::cli::RunGet},
+    {"delete", "delete a resource: delete KIND NAME", sigil::cli::RunDelete},
+    {"token", "join tokens: token create --node NAME [--ttl 1h]", sigil::cli::RunToken},
+    {"node", "nodes: node list", sigil::cli::RunNode},
+    {"audit", "audit records; audit verify checks the hash chain", sigil::cli::RunAudit},
     {"version", "print the version", Version},
 };
 

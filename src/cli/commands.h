@@ -14,4 +14,14 @@ inline constexpr int kExitUsage = 2;
 // `sigil pki ...`: offline PKI tooling (CA init, CSR, issue, verify, JWT mint/validate).
 int RunPki(std::span<const std::string> args);
 
+// `sigil server`: the control plane (server_command.cc).
+int RunServer(std::span<const std::string> args);
+// Admin API clients (admin_commands.cc, admin_ops_commands.cc).
+int RunApply(std::span<const std::string> args);
+int RunGet(std::span<const std::string> args);
+int RunDelete(std::span<const std::string> args);
+int RunToken(std::span<const std::string> args);
+int RunNode(std::span<const std::string> args);
+int RunAudit(std::span<const std::string> args);
+
 }  // namespace sigil::cli

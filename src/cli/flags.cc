@@ -92,10 +92,13 @@ Result<void> FlagSet::Parse(std::span<const std::string> args) {
       positional_->emplace_back(arg);
       continue;
     }
-    if (!arg.starts_with("--")) {
+    // Single-letter flags may also be written "-f" ("-f FILE", "-o=json").
+    bool short_form = !arg.starts_with("--") && arg.size() >= 2 &&
+                      (arg.size() == 2 || arg[2] == '=') && Find(arg.substr(1, 1)) != nullptr;
+    if (!arg.starts_with("--") && !short_form) {
       return InvalidArgument("unknown flag \"" + std::string(arg) + "\" (flags are --name)");
     }
-    std::string_view body = arg.substr(2);
+    std::string_view body = arg.substr(short_form ? 1 : 2);
     std::string_view name = body;
     std::optional<std::string_view> value;
     if (size_t eq = body.find('='); eq != std::string_view::npos) {
@@ -130,7 +133,7 @@ std::string FlagSet::Help() const {
   std::string out = "Usage: sigil " + usage_ + "\n\n" + summary_ + "\n";
   if (!flags_.empty()) out += "\nFlags:\n";
   for (const auto& f : flags_) {
-    std::string left = "  --" + f.name;
+    std::string left = (f.name.size() == 1 ? "  -" : "  --") + f.name;
     if (!f.placeholder.empty()) left += " " + f.placeholder;
     if (left.size() < 30)
       left.resize(30, ' ');

@@ -68,6 +68,22 @@ TEST(FlagSet, HelpStopsParsingAndListsFlags) {
   EXPECT_NE(help.find("(required)"), std::string::npos);
 }
 
+TEST(FlagSet, SingleLetterFlags) {
+  std::string file, out;
+  FlagSet f("apply -f FILE", "y");
+  f.String("f", &file, "file", true);
+  f.String("o", &out, "output");
+  ASSERT_TRUE(f.Parse(Args({"-f", "a.yaml", "-o=json"})).ok());
+  EXPECT_EQ(file, "a.yaml");
+  EXPECT_EQ(out, "json");
+  EXPECT_NE(f.Help().find("  -f VALUE"), std::string::npos);
+  FlagSet g("x", "y");
+  std::string v;
+  g.String("f", &v, "file");
+  EXPECT_FALSE(g.Parse(Args({"-x"})).ok());        // unknown short flag
+  EXPECT_FALSE(g.Parse(Args({"-fa.yaml"})).ok());  // no glued values
+}
+
 TEST(FlagSet, DoubleDashEndsFlags) {
   std::vector<std::string> rest;
   FlagSet f("x", "y");

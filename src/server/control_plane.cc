@@ -218,4 +218,57 @@ Result<size_t> ControlPlane::SweepExpiredTokens() {
   return expired.size();
 }
 
+Result<core::IssuedX509Svid> ControlPlane::RenewNodeSvid(const std::string& node_name,
+                                                         std::span<const uint8_t> csr_der) {
+  SIGIL_ASSIGN_OR_RETURN(store::NodeRecord node, store_->GetNode(node_name));
+  if (node.revoked) return PermissionDenied("node \"" + node_name + "\" is revoked");
+  SIGIL_ASSIGN_OR_RETURN(auto csr, core::Csr::ParseDer(csr_der));
+  SIGIL_ASSIGN_OR_RETURN(core::PublicKey pub, csr.Verify(core::KeyPolicy{}));
+  SIGIL_ASSIGN_OR_RETURN(auto id,
+                         core::SpiffeId::FromPath(trust_domain(), "/sigil/node/" + node_name));
+  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, pub, {}, options_.node_svid_ttl}));
+  std::string old_serial = node.svid_serial;
+  node.svid_serial = svid.leaf.SerialHex();
+  node.svid_expiry = svid.leaf.NotAfter();
+  node.last_seen = clock_.Now();
+  store::AuditEvent e = Event("node.renew", node.spiffe_id);
+  e.node = node_name;
+  e.identity = id.str();
+  e.details_json = nlohmann::json{{"serial", node.svid_serial},
+                                  {"previous_serial", old_serial},
+                                  {"expires", ToUnixSeconds(node.svid_expiry)}}
+                       .dump();
+  SIGIL_TRY(store_->UpsertNode(node, std::span(&e, 1)));
+  return svid;
+}
+
+Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::string> dns_names) {
+  SIGIL_ASSIGN_OR_RETURN(auto id, core::SpiffeId::FromPath(trust_domain(), "/sigil/server"));
+  SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
+  nlohmann::json names = dns_names;
+  SIGIL_ASSIGN_OR_RETURN(auto svid,
+                         Issue({id, key.Public(), std::move(dns_names), options_.node_svid_ttl}));
+  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key.ToPkcs8Pem());
+  store::AuditEvent e = Event("server.credential.create", "server");
+  e.identity = id.str();
+  e.details_json = nlohmann::json{
+      {"serial", svid.leaf.SerialHex()},
+      {"expires", ToUnixSeconds(svid.leaf.NotAfter())},
+      {"dns_names",
+       names}}.dump();
+  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  return AdminCredential{id.str(), core::CertificatesToPem(svid.chain), std::move(key_pem)};
+}
+
+}  // namespace sigil::server
+
+namespace sigil::server {
+
+Result<void> ControlPlane::PutSealedBlob(const std::string& name,
+                                         std::span<const uint8_t> plaintext,
+                                         std::span<const store::AuditEvent> audit) {
+  SIGIL_ASSIGN_OR_RETURN(auto sealed, kek_.Seal(plaintext, name));
+  return store_->PutBlob(name, sealed, audit);
+}
+
 }  // namespace sigil::server

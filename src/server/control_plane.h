@@ -87,6 +87,23 @@ class ControlPlane {
   // Audits each token that passed its expiry unused, once. Returns how many.
   Result<size_t> SweepExpiredTokens();
 
+  // Seals `plaintext` under the KEK (additional data = `name`) and stores it as blob `name`,
+  // appending `audit` in the same transaction. For credential-source secrets.
+  Result<void> PutSealedBlob(const std::string& name, std::span<const uint8_t> plaintext,
+                             std::span<const store::AuditEvent> audit);
+
+  // --- Agent API support (used by server/agent_api) ---
+  const Clock& clock() const { return clock_; }
+  // Re-issues spiffe://TD/sigil/node/NAME for a node that exists and is not revoked, for the
+  // key in `csr_der` (self-signature and key type verified). Updates the node record (serial,
+  // expiry, last_seen) and audits "node.renew" in the same transaction.
+  Result<core::IssuedX509Svid> RenewNodeSvid(const std::string& node_name,
+                                             std::span<const uint8_t> csr_der);
+  // The TLS identity of the agent API: spiffe://TD/sigil/server with `dns_names` as DNS SANs
+  // (e.g. "localhost"), a fresh EC P-256 key, TTL node_svid_ttl (capped by the CA). Audited as
+  // "server.credential.create". The caller reissues before expiry.
+  Result<AdminCredential> IssueServerCredential(std::vector<std::string> dns_names);
+
  private:
   ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
                const Clock& clock)

@@ -1,0 +1,158 @@
+// `sigil token create`, `sigil node list`, `sigil audit [verify]`: admin API clients.
+#include <httplib.h>
+
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "cli/admin_client.h"
+#include "cli/commands.h"
+#include "common/duration.h"
+
+namespace sigil::cli {
+
+// admin_commands.cc
+std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
+                                        const std::string& method, const std::string& path,
+                                        const std::string& body);
+std::optional<int> AdminParseOrExit(FlagSet& flags, std::span<const std::string> args);
+
+namespace {
+
+std::string Str(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return "";
+  return it->is_string() ? it->get<std::string>() : it->dump();
+}
+
+int TokenCreate(std::span<const std::string> args) {
+  AdminEndpoint ep;
+  std::string node;
+  Seconds ttl{3600};
+  FlagSet flags("token create --node NAME [--ttl 1h] [--server URL] [--credentials DIR]",
+                "Create a single-use join token for a node. Printed once; the server keeps "
+                "only its hash.");
+  flags.String("node", &node, "node name the token admits", true);
+  flags.Duration("ttl", &ttl, "token lifetime (default 1h, at most 7d)");
+  ep.AddFlags(flags);
+  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  nlohmann::json body = {{"node", node}, {"ttl", ttl.count()}};
+  auto j = AdminCall("token create", ep, "POST", "/api/v1/tokens", body.dump());
+  if (!j) return kExitFailure;
+  std::cout << Str(*j, "token") << "\n";
+  std::cerr << "token " << Str(*j, "id") << " for node " << Str(*j, "node") << " expires "
+            << Str(*j, "expires") << "\n";
+  return kExitOk;
+}
+
+int NodeList(std::span<const std::string> args) {
+  AdminEndpoint ep;
+  bool json = false;
+  FlagSet flags("node list [--json] [--server URL] [--credentials DIR]", "List joined nodes.");
+  flags.Bool("json", &json, "print JSON");
+  ep.AddFlags(flags);
+  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  auto j = AdminCall("node list", ep, "GET", "/api/v1/nodes", "");
+  if (!j) return kExitFailure;
+  if (json) {
+    std::cout << (*j)["nodes"].dump(2) << "\n";
+    return kExitOk;
+  }
+  std::cout << "NAME\tSPIFFE ID\tSVID EXPIRY\tLAST SEEN\tREVOKED\n";
+  for (const auto& n : (*j)["nodes"]) {
+    std::cout << Str(n, "name") << "\t" << Str(n, "spiffeId") << "\t" << Str(n, "svidExpiry")
+              << "\t" << Str(n, "lastSeen") << "\t" << Str(n, "revoked") << "\n";
+  }
+  return kExitOk;
+}
+
+int AuditVerify(std::span<const std::string> args) {
+  AdminEndpoint ep;
+  FlagSet flags("audit verify [--server URL] [--credentials DIR]",
+                "Walk the audit hash chain; exit 1 and name the first bad record if broken.");
+  ep.AddFlags(flags);
+  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  auto j = AdminCall("audit verify", ep, "GET", "/api/v1/audit/verify", "");
+  if (!j) return kExitFailure;
+  if (j->value("ok", false)) {
+    std::cout << "audit chain ok: " << Str(*j, "recordsChecked") << " records\n";
+    return kExitOk;
+  }
+  std::cout << "audit chain BROKEN at seq " << Str(*j, "firstBadSeq") << ": " << Str(*j, "reason")
+            << "\n";
+  return kExitFailure;
+}
+
+int Audit(std::span<const std::string> args) {
+  if (!args.empty() && args[0] == "verify") return AuditVerify(args.subspan(1));
+  AdminEndpoint ep;
+  std::string since, identity, node, pid, type, limit;
+  bool json = false;
+  FlagSet flags(
+      "audit [verify] [--since RFC3339|DURATION] [--identity ID] [--node NAME] "
+      "[--pid PID] [--type TYPE] [--limit N] [--json] [--server URL] "
+      "[--credentials DIR]",
+      "Show audit records (the newest --limit, oldest first). `sigil audit verify` "
+      "checks the hash chain.");
+  flags.String("since", &since, "RFC 3339 time, or a duration back from now (e.g. 1h)");
+  flags.String("identity", &identity, "SPIFFE ID");
+  flags.String("node", &node, "node name");
+  flags.String("pid", &pid, "process id");
+  flags.String("type", &type, "record type, e.g. token.create");
+  flags.String("limit", &limit, "at most this many records (default 1000)");
+  flags.Bool("json", &json, "print JSON");
+  ep.AddFlags(flags);
+  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  if (!since.empty()) {
+    if (auto d = ParseDuration(since); d.ok()) since = FormatRfc3339(Clock::System().Now() - *d);
+  }
+  httplib::Params params;
+  for (auto [k, v] :
+       {std::pair{"since", &since}, std::pair{"identity", &identity}, std::pair{"node", &node},
+        std::pair{"pid", &pid}, std::pair{"type", &type}, std::pair{"limit", &limit}}) {
+    if (!v->empty()) params.emplace(k, *v);
+  }
+  std::string path = "/api/v1/audit";
+  if (!params.empty()) path += "?" + httplib::detail::params_to_query_str(params);
+  auto j = AdminCall("audit", ep, "GET", path, "");
+  if (!j) return kExitFailure;
+  if (json) {
+    std::cout << (*j)["records"].dump(2) << "\n";
+    return kExitOk;
+  }
+  for (const auto& r : (*j)["records"]) {
+    std::cout << Str(r, "seq") << "\t" << Str(r, "time") << "\t" << Str(r, "type") << "\t"
+              << "actor=" << Str(r, "actor");
+    for (const char* key : {"node", "identity", "pid", "exe"}) {
+      std::string v = Str(r, key);
+      if (!v.empty()) std::cout << " " << key << "=" << v;
+    }
+    std::cout << " " << r.value("details", nlohmann::json::object()).dump() << "\n";
+  }
+  return kExitOk;
+}
+
+int Dispatch(std::string_view group, std::span<const std::string> args, std::string_view sub,
+             int (*run)(std::span<const std::string>)) {
+  if (args.empty() || args[0] == "-h" || args[0] == "--help") {
+    (args.empty() ? std::cerr : std::cout)
+        << "Usage: sigil " << group << " " << sub << " [flags]\n\nRun 'sigil " << group << " "
+        << sub << " --help' for details.\n";
+    return args.empty() ? kExitUsage : kExitOk;
+  }
+  if (args[0] != sub) {
+    std::cerr << "sigil " << group << ": unknown subcommand \"" << args[0] << "\" (try " << sub
+              << ")\n";
+    return kExitUsage;
+  }
+  return run(args.subspan(1));
+}
+
+}  // namespace
+
+int RunToken(std::span<const std::string> args) {
+  return Dispatch("token", args, "create", TokenCreate);
+}
+int RunNode(std::span<const std::string> args) { return Dispatch("node", args, "list", NodeList); }
+int RunAudit(std::span<const std::string> args) { return Audit(args); }
+
+}  // namespace sigil::cli

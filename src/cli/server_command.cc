@@ -1,0 +1,228 @@
+// `sigil server`: the control plane process (admin API over HTTPS, agent API over gRPC).
+//
+// Data directory layout (created 0700 on first start):
+//   sigil.db            SQLite store (CA keys and secrets only as KEK-sealed blobs)
+//   kek                 key-encryption key, 0600 (unless --kek-file points elsewhere)
+//   admin/              cert.pem, key.pem (0600), bundle.pem: spiffe://TD/sigil/admin
+//   admin-readonly/     the same for spiffe://TD/sigil/admin/readonly
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "common/file_util.h"
+#include "server/admin_api.h"
+#include "server/agent_api.h"
+#include "server/control_plane.h"
+#include "store/sqlite_store.h"
+
+namespace sigil::cli {
+namespace {
+
+constexpr std::string_view kTrustDomainBlob = "config/trust-domain";
+
+Result<std::pair<std::string, int>> SplitHostPort(const std::string& flag, const std::string& v) {
+  size_t colon = v.rfind(':');
+  if (colon == std::string::npos || colon == 0) {
+    return InvalidArgument(flag + ": \"" + v + "\" is not HOST:PORT");
+  }
+  int port = -1;
+  try {
+    size_t used = 0;
+    port = std::stoi(v.substr(colon + 1), &used);
+    if (used != v.size() - colon - 1) port = -1;
+  } catch (...) {
+  }
+  if (port < 0 || port > 65535) return InvalidArgument(flag + ": bad port in \"" + v + "\"");
+  std::string host = v.substr(0, colon);
+  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
+  return std::make_pair(host, port);
+}
+
+// The trust domain: from the store after the first start, else from --trust-domain.
+Result<core::TrustDomain> ResolveTrustDomain(store::Store& store, const std::string& flag,
+                                             bool* first) {
+  auto blob = store.GetBlob(std::string(kTrustDomainBlob));
+  if (blob.ok()) {
+    std::string stored(blob->begin(), blob->end());
+    if (!flag.empty() && flag != stored) {
+      return FailedPrecondition("--trust-domain " + flag + " differs from the data directory's " +
+                                stored);
+    }
+    *first = false;
+    return core::TrustDomain::Parse(stored);
+  }
+  if (blob.error().code() != ErrorCode::kNotFound) return std::move(blob).error();
+  if (flag.empty()) return InvalidArgument("--trust-domain is required on first start");
+  SIGIL_ASSIGN_OR_RETURN(auto td, core::TrustDomain::Parse(flag));
+  store::AuditEvent e;
+  e.type = "server.init";
+  e.actor = "server";
+  e.details_json = nlohmann::json{{"trust_domain", td.name()}}.dump();
+  SIGIL_TRY(
+      store.PutBlob(std::string(kTrustDomainBlob),
+                    std::span(reinterpret_cast<const uint8_t*>(td.name().data()), td.name().size()),
+                    std::span(&e, 1)));
+  *first = true;
+  return td;
+}
+
+Result<void> WriteCredential(server::ControlPlane& cp, const std::string& dir, bool read_only) {
+  SIGIL_TRY(MakeDirs(dir, 0700));
+  SIGIL_ASSIGN_OR_RETURN(auto cred, cp.IssueAdminCredential(read_only, "server"));
+  SIGIL_TRY(WriteFileAtomic(dir + "/key.pem", cred.key_pem.view(), 0600));
+  SIGIL_TRY(WriteFileAtomic(dir + "/cert.pem", cred.chain_pem, 0600));
+  return {};
+}
+
+Result<void> WriteBundle(server::ControlPlane& cp, const std::string& dir) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0) return {};
+  return WriteFileAtomic(dir + "/bundle.pem", cp.Bundle().X509AuthoritiesPem(), 0644);
+}
+
+struct Flags {
+  std::string data_dir, trust_domain, kek_file, ready_file;
+  std::string admin_listen = "127.0.0.1:8443";
+  std::string agent_listen = "0.0.0.0:8081";
+  std::string log_format = "text";
+  Seconds ca_ttl = core::kDefaultCaTtl;
+};
+
+int Serve(const Flags& f, server::Logger& log) {
+  auto fail = [&](std::string_view what, const Error& e) {
+    log.Error("server.fail", {{"step", what}, {"error", e.message()}});
+    return kExitFailure;
+  };
+  auto admin_addr = SplitHostPort("--admin-listen", f.admin_listen);
+  if (!admin_addr.ok()) return fail("flags", admin_addr.error());
+  if (auto r = MakeDirs(f.data_dir, 0700); !r.ok()) return fail("data-dir", r.error());
+  ::chmod(f.data_dir.c_str(), 0700);
+  auto kek = core::Kek::LoadOrCreate(f.kek_file.empty() ? f.data_dir + "/kek" : f.kek_file);
+  if (!kek.ok()) return fail("kek", kek.error());
+  auto store = store::SqliteStore::Open(f.data_dir + "/sigil.db");
+  if (!store.ok()) return fail("store", store.error());
+  bool first = false;
+  auto td = ResolveTrustDomain(**store, f.trust_domain, &first);
+  if (!td.ok()) return fail("trust-domain", td.error());
+  server::ControlPlaneOptions options{{*td}, {}, {}};
+  options.ca.ttl = f.ca_ttl;
+  auto cp = server::ControlPlane::Open(std::move(options), std::move(*store), std::move(*kek),
+                                       Clock::System());
+  if (!cp.ok()) return fail("control-plane", cp.error());
+  server::ControlPlane& plane = **cp;
+  const std::string admin_dir = f.data_dir + "/admin";
+  const std::string readonly_dir = f.data_dir + "/admin-readonly";
+  if (first || plane.created_authorities()) {
+    for (auto [dir, ro] : {std::pair{admin_dir, false}, std::pair{readonly_dir, true}}) {
+      if (auto r = WriteCredential(plane, dir, ro); !r.ok())
+        return fail("admin-credential", r.error());
+    }
+    log.Info("server.init", {{"trust_domain", td->name()},
+                             {"admin_credentials", admin_dir},
+                             {"readonly_credentials", readonly_dir}});
+    std::cout << "Admin credentials written to " << admin_dir << " (read-only: " << readonly_dir
+              << ")\n"
+              << std::flush;
+  }
+  for (const auto& dir : {admin_dir, readonly_dir}) {
+    if (auto r = WriteBundle(plane, dir); !r.ok()) return fail("bundle", r.error());
+  }
+
+  server::AdminApiOptions admin_opts;
+  admin_opts.host = admin_addr->first;
+  admin_opts.port = admin_addr->second;
+  auto admin = server::AdminApi::Start(plane, log, admin_opts);
+  if (!admin.ok()) return fail("admin-api", admin.error());
+  std::string ready = "admin=" + admin_opts.host + ":" + std::to_string((*admin)->port()) + "\n";
+
+  // Agent API (gRPC), see src/server/agent_api.h.
+  server::AgentApi agent_service(plane);
+  std::unique_ptr<grpc::Server> agent_server;
+  if (!f.agent_listen.empty() && f.agent_listen != "off") {
+    auto cred = plane.IssueServerCredential({"localhost"});
+    if (!cred.ok()) return fail("agent-api", cred.error());
+    server::ServerTlsIdentity tls{cred->chain_pem, std::move(cred->key_pem),
+                                  plane.Bundle().X509AuthoritiesPem()};
+    int agent_port = 0;
+    auto started = server::StartAgentApi(agent_service, f.agent_listen, tls, &agent_port);
+    if (!started.ok()) return fail("agent-api", started.error());
+    agent_server = std::move(*started);
+    auto agent_addr = SplitHostPort("--agent-listen", f.agent_listen);
+    ready += "agent=" + (agent_addr.ok() ? agent_addr->first : std::string("?")) + ":" +
+             std::to_string(agent_port) + "\n";
+    log.Info("agent.listen", {{"address", f.agent_listen}, {"port", agent_port}});
+  }
+  log.Info("admin.listen", {{"host", admin_opts.host}, {"port", (*admin)->port()}});
+  if (!f.ready_file.empty()) {
+    if (auto r = WriteFileAtomic(f.ready_file, ready, 0644); !r.ok())
+      return fail("ready-file", r.error());
+  }
+
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  log.Info("server.shutdown", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  if (agent_server) {
+    agent_service.Shutdown();
+    agent_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
+  }
+  (*admin)->Stop();
+  admin->reset();
+  cp->reset();  // closes the store
+  log.Info("server.stopped");
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunServer(std::span<const std::string> args) {
+  Flags f;
+  FlagSet flags(
+      "server --data-dir DIR [--trust-domain TD] [--admin-listen HOST:PORT] "
+      "[--agent-listen HOST:PORT] [--kek-file FILE] [--log-format text|json] [--ca-ttl DUR] "
+      "[--ready-file PATH]",
+      "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
+      "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
+  flags.String("data-dir", &f.data_dir, "data directory (created 0700)", true);
+  flags.String("trust-domain", &f.trust_domain, "trust domain (required on first start)");
+  flags.String("admin-listen", &f.admin_listen, "admin API address (default 127.0.0.1:8443)");
+  flags.String("agent-listen", &f.agent_listen,
+               "agent API address (default 0.0.0.0:8081; \"off\" disables it)");
+  flags.String("kek-file", &f.kek_file, "key-encryption key file (default DIR/kek)");
+  flags.String("log-format", &f.log_format, "text or json (default text)");
+  flags.Duration("ca-ttl", &f.ca_ttl, "CA certificate lifetime on first start");
+  flags.String("ready-file", &f.ready_file,
+               "write \"admin=HOST:PORT\" (and \"agent=...\") here once listening");
+  auto parsed = flags.Parse(args);
+  if (flags.help_requested()) {
+    std::cout << flags.Help();
+    return kExitOk;
+  }
+  if (!parsed.ok()) {
+    std::cerr << "sigil: " << parsed.error().message() << "\n\n" << flags.Help();
+    return kExitUsage;
+  }
+  if (f.log_format != "text" && f.log_format != "json") {
+    std::cerr << "sigil: --log-format: must be text or json\n\n" << flags.Help();
+    return kExitUsage;
+  }
+  // Block the signals before any thread starts so only sigwait() sees them.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  server::Logger log(std::cerr,
+                     f.log_format == "json" ? server::LogFormat::kJson : server::LogFormat::kText);
+  return Serve(f, log);
+}
+
+}  // namespace sigil::cli

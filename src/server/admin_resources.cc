@@ -1,0 +1,232 @@
+// Admin API: resource routes (/apis/sigil.dev/v1alpha1/...).
+#include <string_view>
+
+#include "resources/parse.h"
+#include "resources/resource.h"
+#include "server/admin_internal.h"
+
+namespace sigil::server::admin {
+namespace {
+
+constexpr std::string_view kSecretBlobPrefix = "secret/";
+
+// Accepts the Kind name ("WorkloadIdentity"), case-insensitively, and its plural.
+std::optional<resources::Kind> KindFromPath(std::string_view segment) {
+  auto lower = [](std::string_view s) {
+    std::string out(s);
+    for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+  };
+  std::string seg = lower(segment);
+  for (auto kind : {resources::Kind::kWorkloadIdentity, resources::Kind::kService,
+                    resources::Kind::kCredentialSource, resources::Kind::kCredentialBinding,
+                    resources::Kind::kAccessPolicy}) {
+    std::string name = lower(resources::KindName(kind));
+    std::string plural = name.ends_with("y") ? name.substr(0, name.size() - 1) + "ies"
+                                             : name + (name.ends_with("s") ? "es" : "s");
+    if (seg == name || seg == plural) return kind;
+  }
+  return std::nullopt;
+}
+
+std::optional<resources::Kind> KindOrError(std::string_view segment, httplib::Response& res) {
+  auto kind = KindFromPath(segment);
+  if (!kind) {
+    SendError(res, 404, "NotFound",
+              "unknown kind \"" + std::string(segment) +
+                  "\" (allowed: WorkloadIdentity, Service, CredentialSource, "
+                  "CredentialBinding, AccessPolicy)");
+  }
+  return kind;
+}
+
+// The stored resource as a document with metadata.resourceVersion (secrets redacted).
+nlohmann::json ToOutput(const store::StoredResource& r) {
+  auto rebuilt = resources::ResourceFromStored(r.kind, r.name, r.spec_json, r.resource_version);
+  if (!rebuilt.ok())
+    return {
+        {"kind", r.kind}, {"metadata", {{"name", r.name}}}, {"error", rebuilt.error().message()}};
+  auto j = nlohmann::json::parse(resources::ToJson(*rebuilt), nullptr, false);
+  return j.is_discarded() ? nlohmann::json::object() : j;
+}
+
+std::string Who(size_t index, const resources::Resource& r) {
+  return "document " + std::to_string(index) + " (" + std::string(resources::KindName(r.kind)) +
+         "/" + r.name + ")";
+}
+
+// The store write of one validated resource: the canonical spec (secrets redacted) and, when
+// the document carried metadata.resourceVersion, the version it expects.
+store::ResourceWrite WriteFor(const resources::Resource& r) {
+  store::ResourceWrite w;
+  w.kind = std::string(resources::KindName(r.kind));
+  w.name = r.name;
+  w.spec_json = resources::CanonicalSpecJson(r);
+  w.expected_version = r.resource_version;
+  return w;
+}
+
+// Seals the secret fields of every CredentialSource under the KEK, one blob per source.
+Result<void> StoreSecrets(ControlPlane& cp, const std::vector<resources::Resource>& batch,
+                          const std::string& actor) {
+  for (const auto& r : batch) {
+    if (r.secrets.empty()) continue;
+    nlohmann::json fields = nlohmann::json::object();
+    std::vector<std::string> names;
+    for (const auto& [path, value] : r.secrets) {
+      fields[path] = std::string(value.view());
+      names.push_back(path);
+    }
+    std::string text = fields.dump();
+    SecretBytes plain = SecretBytes::Copy(text);
+    std::fill(text.begin(), text.end(), '\0');
+    fields.clear();
+    store::AuditEvent e;
+    e.type = "secret.store";
+    e.actor = actor;
+    e.details_json = nlohmann::json{{"source", r.name}, {"fields", names}}.dump();
+    SIGIL_TRY(
+        cp.PutSealedBlob(std::string(kSecretBlobPrefix) + r.name, plain.span(), std::span(&e, 1)));
+  }
+  return {};
+}
+
+nlohmann::json Diagnostics(const resources::ParseReport& report) {
+  nlohmann::json errors = nlohmann::json::array();
+  for (const auto& d : report.diagnostics) errors.push_back(d.ToString());
+  nlohmann::json body = {{"errors", errors}};
+  if (report.truncated) body["truncated"] = true;
+  return body;
+}
+
+// Validates every document, then commits them in one store transaction with one audit
+// event per document. `put_target` restricts the batch to that single (kind, name).
+void ApplyBatch(ControlPlane& cp, const httplib::Request& req, httplib::Response& res,
+                const std::string& actor, const std::string& audit_type,
+                std::optional<std::pair<resources::Kind, std::string>> put_target) {
+  resources::ParseReport report = resources::ParseDocumentsDetailed(req.body);
+  if (!report.diagnostics.empty()) {
+    SendJson(res, report.limit_exceeded ? 413 : 400, Diagnostics(report));
+    return;
+  }
+  if (put_target) {
+    if (report.resources.size() != 1) {
+      SendJson(res, 400, {{"errors", {"PUT takes exactly one document"}}});
+      return;
+    }
+    const auto& r = report.resources[0];
+    if (r.kind != put_target->first || r.name != put_target->second) {
+      SendJson(
+          res, 400,
+          {{"errors",
+            {Who(1, r) + ": does not match the request path " +
+             std::string(resources::KindName(put_target->first)) + "/" + put_target->second}}});
+      return;
+    }
+  }
+  std::vector<store::ResourceWrite> writes;
+  std::vector<store::AuditEvent> events;
+  for (size_t i = 0; i < report.resources.size(); ++i) {
+    store::ResourceWrite w = WriteFor(report.resources[i]);
+    store::AuditEvent e;
+    e.type = audit_type;
+    e.actor = actor;
+    e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}, {"document", i + 1}}.dump();
+    writes.push_back(std::move(w));
+    events.push_back(std::move(e));
+  }
+  auto applied = cp.store().Apply(writes, events);
+  if (!applied.ok()) {
+    SendError(res, applied.error());
+    return;
+  }
+  if (auto s = StoreSecrets(cp, report.resources, actor); !s.ok()) {
+    SendError(
+        res, 500, "Internal",
+        "resources were applied but their secrets could not be stored: " + s.error().message());
+    return;
+  }
+  if (put_target) {
+    auto got = cp.store().Get(writes[0].kind, writes[0].name);
+    if (!got.ok()) return SendError(res, got.error());
+    SendJson(res, 200, ToOutput(*got));
+    return;
+  }
+  nlohmann::json results = nlohmann::json::array();
+  for (const auto& w : applied->writes) {
+    results.push_back({{"kind", w.kind},
+                       {"name", w.name},
+                       {"resourceVersion", std::to_string(w.resource_version)},
+                       {"changed", w.changed}});
+  }
+  SendJson(res, 200, {{"revision", applied->revision}, {"results", results}});
+}
+
+}  // namespace
+
+void RegisterResourceRoutes(httplib::Server& s, ControlPlane& cp, Logger& /*log*/) {
+  const std::string base = R"(/apis/sigil\.dev/v1alpha1)";
+  const core::TrustDomain& td = cp.trust_domain();
+  s.Post(base + "/apply",
+         Guarded(td, true,
+                 [&cp](const httplib::Request& req, httplib::Response& res, const Caller& c) {
+                   ApplyBatch(cp, req, res, c.spiffe_id, "resource.apply", std::nullopt);
+                 }));
+  s.Get(
+      base + R"(/([A-Za-z]+))",
+      Guarded(td, false, [&cp](const httplib::Request& req, httplib::Response& res, const Caller&) {
+        auto kind = KindOrError(req.matches[1].str(), res);
+        if (!kind) return;
+        auto list = cp.store().List(std::string(resources::KindName(*kind)));
+        if (!list.ok()) return SendError(res, list.error());
+        nlohmann::json items = nlohmann::json::array();
+        for (const auto& r : list->items) items.push_back(ToOutput(r));
+        SendJson(res, 200, {{"kind", "List"}, {"revision", list->revision}, {"items", items}});
+      }));
+  const std::string one = base + R"(/([A-Za-z]+)/([^/]+))";
+  s.Get(
+      one,
+      Guarded(td, false, [&cp](const httplib::Request& req, httplib::Response& res, const Caller&) {
+        auto kind = KindOrError(req.matches[1].str(), res);
+        if (!kind) return;
+        auto got = cp.store().Get(std::string(resources::KindName(*kind)), req.matches[2].str());
+        if (!got.ok()) return SendError(res, got.error());
+        SendJson(res, 200, ToOutput(*got));
+      }));
+  s.Put(one, Guarded(td, true,
+                     [&cp](const httplib::Request& req, httplib::Response& res, const Caller& c) {
+                       auto kind = KindOrError(req.matches[1].str(), res);
+                       if (!kind) return;
+                       ApplyBatch(cp, req, res, c.spiffe_id, "resource.replace",
+                                  std::make_pair(*kind, req.matches[2].str()));
+                     }));
+  s.Delete(one,
+           Guarded(td, true,
+                   [&cp](const httplib::Request& req, httplib::Response& res, const Caller& c) {
+                     auto kind = KindOrError(req.matches[1].str(), res);
+                     if (!kind) return;
+                     store::ResourceWrite w;
+                     w.kind = std::string(resources::KindName(*kind));
+                     w.name = req.matches[2].str();
+                     w.op = store::WriteOp::kDelete;
+                     store::AuditEvent e;
+                     e.type = "resource.delete";
+                     e.actor = c.spiffe_id;
+                     e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}}.dump();
+                     auto applied = cp.store().Apply(std::span(&w, 1), std::span(&e, 1));
+                     if (!applied.ok()) return SendError(res, applied.error());
+                     if (*kind == resources::Kind::kCredentialSource) {
+                       // No blob delete in the Store interface: overwrite the sealed secrets with
+                       // nothing.
+                       const std::string empty = "{}";
+                       auto wiped = cp.PutSealedBlob(
+                           std::string(kSecretBlobPrefix) + w.name,
+                           std::span(reinterpret_cast<const uint8_t*>(empty.data()), empty.size()),
+                           {});
+                       if (!wiped.ok()) return SendError(res, wiped.error());
+                     }
+                     SendJson(res, 200, {{"kind", w.kind}, {"name", w.name}, {"deleted", true}});
+                   }));
+}
+
+}  // namespace sigil::server::admin

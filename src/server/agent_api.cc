@@ -1,0 +1,351 @@
+#include "server/agent_api.h"
+
+#include <openssl/crypto.h>
+
+#include <algorithm>
+#include <array>
+
+#include "core/certificate.h"
+#include "core/x509_svid.h"
+
+namespace sigil::server {
+namespace {
+
+namespace pb = sigil::agent::v1;
+
+constexpr std::array<std::string_view, 4> kSyncedKinds = {"WorkloadIdentity", "Service",
+                                                          "CredentialBinding", "AccessPolicy"};
+constexpr std::string_view kNodePathPrefix = "/sigil/node/";
+constexpr int kMaxRequestBytes = 256 * 1024;  // CSRs and tokens are a few KiB
+constexpr int kSnapshotAttempts = 5;
+constexpr std::string_view kNeedsMatcher = "needs the workload-identity matcher (next step)";
+
+std::span<const uint8_t> Bytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+std::string DerString(std::span<const core::Certificate> chain) {
+  std::vector<uint8_t> der = core::CertificatesToDer(chain);
+  return {der.begin(), der.end()};
+}
+
+std::string StringOf(const grpc::string_ref& ref) { return {ref.data(), ref.size()}; }
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const Error& error) {
+  grpc::StatusCode code = grpc::StatusCode::INTERNAL;
+  switch (error.code()) {
+    case ErrorCode::kInvalidArgument:
+      code = grpc::StatusCode::INVALID_ARGUMENT;
+      break;
+    case ErrorCode::kNotFound:
+      code = grpc::StatusCode::NOT_FOUND;
+      break;
+    case ErrorCode::kAlreadyExists:
+      code = grpc::StatusCode::ALREADY_EXISTS;
+      break;
+    case ErrorCode::kPermissionDenied:
+      code = grpc::StatusCode::PERMISSION_DENIED;
+      break;
+    case ErrorCode::kUnauthenticated:
+      code = grpc::StatusCode::UNAUTHENTICATED;
+      break;
+    case ErrorCode::kFailedPrecondition:
+      code = grpc::StatusCode::FAILED_PRECONDITION;
+      break;
+    case ErrorCode::kResourceExhausted:
+      code = grpc::StatusCode::RESOURCE_EXHAUSTED;
+      break;
+    case ErrorCode::kUnavailable:
+      code = grpc::StatusCode::UNAVAILABLE;
+      break;
+    case ErrorCode::kDeadlineExceeded:
+      code = grpc::StatusCode::DEADLINE_EXCEEDED;
+      break;
+    case ErrorCode::kAborted:
+      code = grpc::StatusCode::ABORTED;
+      break;
+    case ErrorCode::kUnimplemented:
+      code = grpc::StatusCode::UNIMPLEMENTED;
+      break;
+    case ErrorCode::kInternal:
+      code = grpc::StatusCode::INTERNAL;
+      break;
+  }
+  return {code, error.message()};
+}
+
+bool KindSyncedToAgents(std::string_view kind) {
+  return std::find(kSyncedKinds.begin(), kSyncedKinds.end(), kind) != kSyncedKinds.end();
+}
+
+Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  std::string leaf_pem;
+  std::string chain_pem;
+  if (auth) {
+    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
+      leaf_pem += StringOf(v);
+    }
+    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME)) {
+      chain_pem += StringOf(v);
+    }
+  }
+  if (leaf_pem.empty()) return Unauthenticated("a node SVID client certificate is required");
+  auto leaf = core::ParseCertificatesPem(leaf_pem);
+  if (!leaf.ok() || leaf->size() != 1) {
+    return Unauthenticated("client certificate could not be parsed");
+  }
+  // Leaf first, then the intermediates the peer sent (gRPC's chain property may hold the
+  // leaf and roots too, in any order: roots come from our bundle, never from the peer).
+  std::vector<core::Certificate> chain = std::move(leaf).value();
+  if (!chain_pem.empty()) {
+    auto sent = core::ParseCertificatesPem(chain_pem);
+    if (!sent.ok()) return Unauthenticated("client certificate chain could not be parsed");
+    for (auto& cert : *sent) {
+      if (cert.IsCa() && !cert.IsSelfSigned()) chain.push_back(std::move(cert));
+    }
+  }
+  core::BundleSet bundles;
+  bundles.Put(std::make_shared<core::TrustBundle>(cp_.Bundle()));
+  auto id = core::VerifyX509Svid(chain, bundles, cp_.clock().Now());
+  if (!id.ok()) {
+    return Unauthenticated("client certificate is not a valid SVID of this trust domain: " +
+                           id.error().message());
+  }
+  const std::string& path = id->path();
+  std::string name;
+  if (id->trust_domain() == cp_.trust_domain() && path.starts_with(kNodePathPrefix)) {
+    name = path.substr(kNodePathPrefix.size());
+  }
+  if (name.empty() || name.find('/') != std::string::npos) {
+    return PermissionDenied("caller " + id->str() + " is not a node");
+  }
+  auto node = cp_.store().GetNode(name);
+  if (!node.ok()) {
+    if (node.error().code() == ErrorCode::kNotFound) {
+      return PermissionDenied("node \"" + name + "\" is not registered");
+    }
+    return std::move(node).error();
+  }
+  if (node->revoked) return PermissionDenied("node \"" + name + "\" is revoked");
+  if (node->spiffe_id != id->str()) {
+    return PermissionDenied("node \"" + name + "\" is registered under another SPIFFE ID");
+  }
+  TimePoint now = cp_.clock().Now();
+  if (now - node->last_seen >= kNodeLastSeenInterval) {
+    // Best effort; re-read so the write changes nothing but last_seen (see report: the store
+    // lacks a column-only update, so a concurrent revocation in between could be lost).
+    auto fresh = cp_.store().GetNode(name);
+    if (fresh.ok() && !fresh->revoked) {
+      fresh->last_seen = now;
+      (void)cp_.store().UpsertNode(*fresh, {});
+      node->last_seen = now;
+    }
+  }
+  return node;
+}
+
+grpc::Status AgentApi::Join(grpc::ServerContext* context, const pb::JoinRequest* request,
+                            pb::JoinResponse* response) {
+  auto joined =
+      cp_.JoinNode(request->token(), request->node_name(), Bytes(request->csr()), context->peer());
+  if (!joined.ok()) {
+    if (joined.error().code() == ErrorCode::kPermissionDenied ||
+        joined.error().code() == ErrorCode::kUnauthenticated) {
+      // Never say which check failed (the control plane audits the reason).
+      return {grpc::StatusCode::PERMISSION_DENIED,
+              "join refused: token is invalid, expired or already used"};
+    }
+    return ToGrpcStatus(joined.error());
+  }
+  response->set_spiffe_id(joined->spiffe_id);
+  response->set_svid_chain(DerString(joined->svid.chain));
+  response->set_trust_bundle_jwks(joined->bundle_jwks);
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentApi::RenewNodeSVID(grpc::ServerContext* context,
+                                     const pb::RenewNodeSVIDRequest* request,
+                                     pb::NodeSVIDResponse* response) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  auto svid = cp_.RenewNodeSvid(node->name, Bytes(request->csr()));
+  if (!svid.ok()) return ToGrpcStatus(svid.error());
+  response->set_svid_chain(DerString(svid->chain));
+  response->set_expires_at(ToUnixSeconds(svid->leaf.NotAfter()));
+  return grpc::Status::OK;
+}
+
+Result<uint64_t> AgentApi::SendSnapshot(grpc::ServerWriter<pb::SyncResponse>* writer,
+                                        const std::string& bundle_jwks) {
+  // List() is consistent per kind; retry until every kind was read at the same revision. If
+  // writers keep interleaving, use the oldest revision: the deltas that follow then replay a
+  // few changes the snapshot already holds, which agents apply idempotently (same version).
+  std::vector<store::ResourceList> lists;
+  uint64_t revision = 0;
+  for (int attempt = 0; attempt < kSnapshotAttempts; ++attempt) {
+    lists.clear();
+    for (std::string_view kind : kSyncedKinds) {
+      SIGIL_ASSIGN_OR_RETURN(auto list, cp_.store().List(std::string(kind)));
+      lists.push_back(std::move(list));
+    }
+    auto [lo, hi] =
+        std::minmax_element(lists.begin(), lists.end(),
+                            [](const auto& a, const auto& b) { return a.revision < b.revision; });
+    revision = lo->revision;
+    if (lo->revision == hi->revision) break;
+  }
+  pb::SyncResponse snapshot;
+  snapshot.set_revision(revision);
+  snapshot.set_snapshot(true);
+  snapshot.set_trust_bundle_jwks(bundle_jwks);
+  for (const auto& list : lists) {
+    for (const auto& item : list.items) {
+      pb::Resource* r = snapshot.add_upserts();
+      r->set_kind(item.kind);
+      r->set_name(item.name);
+      r->set_resource_version(item.resource_version);
+      r->set_spec_json(item.spec_json);
+    }
+  }
+  if (!writer->Write(snapshot)) return Unavailable("sync stream closed");
+  return revision;
+}
+
+grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest* request,
+                            grpc::ServerWriter<pb::SyncResponse>* writer) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  store::Store& store = cp_.store();
+  std::string jwks = cp_.Bundle().ToJwks();
+  uint64_t revision = request->from_revision();
+  bool need_snapshot = revision == 0;
+  if (!need_snapshot) {
+    // Older than the compaction horizon, or newer than this store: start over.
+    auto probe = store.ChangesSince(revision, 1);
+    if (!probe.ok()) {
+      if (probe.error().code() != ErrorCode::kFailedPrecondition) {
+        return ToGrpcStatus(probe.error());
+      }
+      need_snapshot = true;
+    } else {
+      // A resumed stream gets the current bundle first.
+      pb::SyncResponse hello;
+      hello.set_revision(revision);
+      hello.set_trust_bundle_jwks(jwks);
+      if (!writer->Write(hello)) return grpc::Status::CANCELLED;
+    }
+  }
+  while (!context->IsCancelled() && !shutting_down_.load()) {
+    if (need_snapshot) {
+      auto rev = SendSnapshot(writer, jwks);
+      if (!rev.ok()) return ToGrpcStatus(rev.error());
+      revision = *rev;
+      need_snapshot = false;
+    }
+    auto current = store.WaitForChange(revision, kSyncPollInterval);
+    if (!current.ok()) return ToGrpcStatus(current.error());
+    pb::SyncResponse delta;
+    bool more = *current > revision;
+    while (more) {
+      auto page = store.ChangesSince(revision, kSyncPageSize);
+      if (!page.ok()) {
+        if (page.error().code() != ErrorCode::kFailedPrecondition) {
+          return ToGrpcStatus(page.error());
+        }
+        need_snapshot = true;  // compacted past us while we were sending
+        delta.Clear();
+        break;
+      }
+      for (const auto& change : page->changes) {
+        if (!KindSyncedToAgents(change.kind)) continue;
+        if (change.op == store::WriteOp::kDelete) {
+          pb::ResourceRef* ref = delta.add_deletes();
+          ref->set_kind(change.kind);
+          ref->set_name(change.name);
+        } else {
+          pb::Resource* r = delta.add_upserts();
+          r->set_kind(change.kind);
+          r->set_name(change.name);
+          r->set_resource_version(change.resource_version);
+          r->set_spec_json(change.spec_json);
+        }
+      }
+      revision = page->revision;
+      more = page->more;
+      if (more && (delta.upserts_size() > 0 || delta.deletes_size() > 0)) {
+        delta.set_revision(revision);
+        if (!writer->Write(delta)) return grpc::Status::CANCELLED;
+        delta.Clear();
+      }
+    }
+    std::string now_jwks = cp_.Bundle().ToJwks();
+    if (need_snapshot) {
+      jwks = std::move(now_jwks);
+      continue;
+    }
+    if (now_jwks != jwks) {
+      jwks = std::move(now_jwks);
+      delta.set_trust_bundle_jwks(jwks);
+    }
+    if (delta.upserts_size() > 0 || delta.deletes_size() > 0 ||
+        !delta.trust_bundle_jwks().empty()) {
+      delta.set_revision(revision);
+      if (!writer->Write(delta)) return grpc::Status::CANCELLED;
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status AgentApi::SignWorkloadSVID(grpc::ServerContext* context,
+                                        const pb::SignWorkloadSVIDRequest* /*request*/,
+                                        pb::SignWorkloadSVIDResponse* /*response*/) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+}
+
+grpc::Status AgentApi::MintJWTSVID(grpc::ServerContext* context,
+                                   const pb::MintJWTSVIDRequest* /*request*/,
+                                   pb::MintJWTSVIDResponse* /*response*/) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+}
+
+grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,
+                                       const pb::FetchCredentialRequest* /*request*/,
+                                       pb::FetchCredentialResponse* /*response*/) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+}
+
+Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,
+                                                    const std::string& listen_addr,
+                                                    const ServerTlsIdentity& tls, int* bound_port) {
+  if (tls.chain_pem.empty() || tls.key_pem.size() == 0 || tls.client_ca_pem.empty()) {
+    return InvalidArgument("agent API: server certificate, key and client CA are required");
+  }
+  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  options.pem_root_certs = tls.client_ca_pem;
+  options.pem_key_cert_pairs.push_back({std::string(tls.key_pem.view()), tls.chain_pem});
+  int port = 0;
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(listen_addr, grpc::SslServerCredentials(options), &port);
+  builder.RegisterService(&service);
+  builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  // The credentials hold their own copy; wipe ours.
+  std::string& key = options.pem_key_cert_pairs.front().private_key;
+  OPENSSL_cleanse(key.data(), key.size());
+  if (!server || port == 0) {
+    return Unavailable("agent API: cannot listen on " + listen_addr);
+  }
+  if (bound_port != nullptr) *bound_port = port;
+  return server;
+}
+
+}  // namespace sigil::server

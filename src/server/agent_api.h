@@ -1,0 +1,91 @@
+// The agent API (gRPC service sigil.agent.v1.AgentService): a thin adapter over ControlPlane.
+// See docs/control-plane.md, "Agent API".
+//
+// Transport: TLS with the server's own SVID (spiffe://TD/sigil/server, DNS SANs for the
+// address agents dial). Client certificates are requested and, when sent, verified by gRPC
+// against the bundle roots; Join is the only RPC that works without one. Every other RPC
+// authenticates its caller again per call (defense in depth): the peer certificate must verify
+// as an X.509-SVID against the current bundle, name spiffe://TD/sigil/node/<name>, and that
+// node must exist in the store and not be revoked.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/result.h"
+#include "common/secret_bytes.h"
+#include "proto/agent.grpc.pb.h"
+#include "server/control_plane.h"
+
+namespace sigil::server {
+
+// How often a node's last_seen is written at most (authenticated calls in between skip it).
+inline constexpr Seconds kNodeLastSeenInterval{60};
+// Sync: how long one wait for a store commit lasts before cancellation/bundle are re-checked.
+inline constexpr std::chrono::milliseconds kSyncPollInterval{1000};
+// Sync: change-log page size.
+inline constexpr uint32_t kSyncPageSize = 500;
+
+// Our error codes mapped to gRPC status codes, message kept.
+grpc::Status ToGrpcStatus(const Error& error);
+
+// Resource kinds an agent receives through Sync. CredentialSource is deliberately absent:
+// credential-source secrets never leave the server.
+bool KindSyncedToAgents(std::string_view kind);
+
+class AgentApi final : public sigil::agent::v1::AgentService::Service {
+ public:
+  explicit AgentApi(ControlPlane& control_plane) : cp_(control_plane) {}
+
+  // Makes running Sync streams return (OK) within about kSyncPollInterval. Call before
+  // grpc::Server::Shutdown, which otherwise waits for the streams to end.
+  void Shutdown() { shutting_down_.store(true); }
+
+  grpc::Status Join(grpc::ServerContext* context, const sigil::agent::v1::JoinRequest* request,
+                    sigil::agent::v1::JoinResponse* response) override;
+  grpc::Status RenewNodeSVID(grpc::ServerContext* context,
+                             const sigil::agent::v1::RenewNodeSVIDRequest* request,
+                             sigil::agent::v1::NodeSVIDResponse* response) override;
+  grpc::Status Sync(grpc::ServerContext* context, const sigil::agent::v1::SyncRequest* request,
+                    grpc::ServerWriter<sigil::agent::v1::SyncResponse>* writer) override;
+  grpc::Status SignWorkloadSVID(grpc::ServerContext* context,
+                                const sigil::agent::v1::SignWorkloadSVIDRequest* request,
+                                sigil::agent::v1::SignWorkloadSVIDResponse* response) override;
+  grpc::Status MintJWTSVID(grpc::ServerContext* context,
+                           const sigil::agent::v1::MintJWTSVIDRequest* request,
+                           sigil::agent::v1::MintJWTSVIDResponse* response) override;
+  grpc::Status FetchCredential(grpc::ServerContext* context,
+                               const sigil::agent::v1::FetchCredentialRequest* request,
+                               sigil::agent::v1::FetchCredentialResponse* response) override;
+
+  // The authenticated node behind a call: verifies the peer certificate as described above
+  // and refreshes last_seen (at most every kNodeLastSeenInterval). Unauthenticated without a
+  // valid SVID; PermissionDenied for a non-node identity or an unknown/revoked node.
+  Result<store::NodeRecord> AuthenticateNode(const grpc::ServerContext& context);
+
+ private:
+  // Writes the snapshot (all synced kinds at one revision + the bundle); returns its revision.
+  Result<uint64_t> SendSnapshot(grpc::ServerWriter<sigil::agent::v1::SyncResponse>* writer,
+                                const std::string& bundle_jwks);
+
+  ControlPlane& cp_;
+  std::atomic<bool> shutting_down_{false};
+};
+
+struct ServerTlsIdentity {
+  std::string chain_pem;      // the server SVID, leaf first
+  SecretBytes key_pem;        // its private key
+  std::string client_ca_pem;  // roots client certificates must chain to (the bundle roots)
+};
+
+// Builds and starts a gRPC server for `service` on `listen_addr` ("127.0.0.1:0" picks a
+// port, written to *bound_port). The caller owns the server: service.Shutdown(), then
+// server->Shutdown(deadline).
+Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,
+                                                    const std::string& listen_addr,
+                                                    const ServerTlsIdentity& tls, int* bound_port);
+
+}  // namespace sigil::server
