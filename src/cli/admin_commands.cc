@@ -15,19 +15,6 @@ namespace {
 constexpr std::string_view kResourcePath = "/apis/sigil.dev/v1alpha1/";
 constexpr size_t kMaxApplyInput = size_t{8} * 1024 * 1024;
 
-std::optional<int> ParseOrExit(FlagSet& flags, std::span<const std::string> args) {
-  auto parsed = flags.Parse(args);
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return kExitOk;
-  }
-  if (!parsed.ok()) {
-    std::cerr << "sigil: " << parsed.error().message() << "\n\n" << flags.Help();
-    return kExitUsage;
-  }
-  return std::nullopt;
-}
-
 int Usage(const FlagSet& flags, const std::string& message) {
   std::cerr << "sigil: " << message << "\n\n" << flags.Help();
   return kExitUsage;
@@ -177,8 +164,4 @@ std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoin
                                         const std::string& body) {
   return Call(cmd, ep, method, path, body);
 }
-std::optional<int> AdminParseOrExit(FlagSet& flags, std::span<const std::string> args) {
-  return ParseOrExit(flags, args);
-}
-
 }  // namespace sigil::cli

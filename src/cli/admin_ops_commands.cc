@@ -14,7 +14,6 @@ namespace sigil::cli {
 std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
                                         const std::string& method, const std::string& path,
                                         const std::string& body);
-std::optional<int> AdminParseOrExit(FlagSet& flags, std::span<const std::string> args);
 
 namespace {
 
@@ -34,7 +33,7 @@ int TokenCreate(std::span<const std::string> args) {
   flags.String("node", &node, "node name the token admits", true);
   flags.Duration("ttl", &ttl, "token lifetime (default 1h, at most 7d)");
   ep.AddFlags(flags);
-  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
   nlohmann::json body = {{"node", node}, {"ttl", ttl.count()}};
   auto j = AdminCall("token create", ep, "POST", "/api/v1/tokens", body.dump());
   if (!j) return kExitFailure;
@@ -50,7 +49,7 @@ int NodeList(std::span<const std::string> args) {
   FlagSet flags("node list [--json] [--server URL] [--credentials DIR]", "List joined nodes.");
   flags.Bool("json", &json, "print JSON");
   ep.AddFlags(flags);
-  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
   auto j = AdminCall("node list", ep, "GET", "/api/v1/nodes", "");
   if (!j) return kExitFailure;
   if (json) {
@@ -70,7 +69,7 @@ int AuditVerify(std::span<const std::string> args) {
   FlagSet flags("audit verify [--server URL] [--credentials DIR]",
                 "Walk the audit hash chain; exit 1 and name the first bad record if broken.");
   ep.AddFlags(flags);
-  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
   auto j = AdminCall("audit verify", ep, "GET", "/api/v1/audit/verify", "");
   if (!j) return kExitFailure;
   if (j->value("ok", false)) {
@@ -101,7 +100,7 @@ int Audit(std::span<const std::string> args) {
   flags.String("limit", &limit, "at most this many records (default 1000)");
   flags.Bool("json", &json, "print JSON");
   ep.AddFlags(flags);
-  if (auto rc = AdminParseOrExit(flags, args)) return *rc;
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (!since.empty()) {
     if (auto d = ParseDuration(since); d.ok()) since = FormatRfc3339(Clock::System().Now() - *d);
   }

@@ -2,6 +2,9 @@
 
 #include <optional>
 
+#include <iostream>
+
+#include "cli/commands.h"
 #include "common/duration.h"
 
 namespace sigil::cli {
@@ -149,6 +152,19 @@ std::string FlagSet::Help() const {
   }
   out += "  -h, --help                  show this help\n";
   return out;
+}
+
+std::optional<int> ParseOrExit(FlagSet& flags, std::span<const std::string> args) {
+  auto parsed = flags.Parse(args);
+  if (flags.help_requested()) {
+    std::cout << flags.Help();
+    return kExitOk;
+  }
+  if (!parsed.ok()) {
+    std::cerr << "sigil: " << parsed.error().message() << "\n\n" << flags.Help();
+    return kExitUsage;
+  }
+  return std::nullopt;
 }
 
 }  // namespace sigil::cli

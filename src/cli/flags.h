@@ -6,6 +6,7 @@
 #pragma once
 
 #include <functional>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,5 +54,10 @@ class FlagSet {
   std::vector<std::string>* positional_ = nullptr;
   bool help_ = false;
 };
+
+// The common start of every subcommand: parses `args`; on --help prints the help and returns
+// exit code 0; on a usage error prints it with the help and returns 2. Returns nullopt when the
+// command should go on.
+std::optional<int> ParseOrExit(FlagSet& flags, std::span<const std::string> args);
 
 }  // namespace sigil::cli

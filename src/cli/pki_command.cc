@@ -46,21 +46,6 @@ int Fail(std::string_view sub, const Error& e) {
   return kExitFailure;
 }
 
-// Parses flags; on --help prints help and returns kExitOk; on error prints it and returns
-// kExitUsage. Returns nullopt when the command should proceed.
-std::optional<int> ParseOrExit(FlagSet& flags, std::span<const std::string> args) {
-  auto parsed = flags.Parse(args);
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return kExitOk;
-  }
-  if (!parsed.ok()) {
-    std::cerr << "sigil: " << parsed.error().message() << "\n\n" << flags.Help();
-    return kExitUsage;
-  }
-  return std::nullopt;
-}
-
 Result<PrivateKey> LoadKey(const std::string& path) {
   SIGIL_ASSIGN_OR_RETURN(SecretBytes pem, ReadSecretFile(path, core::kMaxKeyInputBytes));
   auto key = PrivateKey::FromPem(pem.view());

@@ -10,6 +10,8 @@
 
 #include <iostream>
 #include <memory>
+#include <stdexcept>
+#include <utility>
 
 #include "cli/commands.h"
 #include "cli/flags.h"
@@ -17,12 +19,15 @@
 #include "server/admin_api.h"
 #include "server/agent_api.h"
 #include "server/control_plane.h"
+#include "server/metrics.h"
+#include "server/metrics_http.h"
 #include "store/sqlite_store.h"
 
 namespace sigil::cli {
 namespace {
 
 constexpr std::string_view kTrustDomainBlob = "config/trust-domain";
+constexpr int kDefaultMetricsPort = 9090;
 
 Result<std::pair<std::string, int>> SplitHostPort(const std::string& flag, const std::string& v) {
   size_t colon = v.rfind(':');
@@ -88,6 +93,7 @@ struct Flags {
   std::string data_dir, trust_domain, kek_file, ready_file;
   std::string admin_listen = "127.0.0.1:8443";
   std::string agent_listen = "0.0.0.0:8081";
+  std::string metrics_listen;  // empty: 127.0.0.1:kDefaultMetricsPort
   std::string log_format = "text";
   Seconds ca_ttl = core::kDefaultCaTtl;
 };
@@ -99,6 +105,16 @@ int Serve(const Flags& f, server::Logger& log) {
   };
   auto admin_addr = SplitHostPort("--admin-listen", f.admin_listen);
   if (!admin_addr.ok()) return fail("flags", admin_addr.error());
+  // --metrics-listen: empty means the default address, where a bind failure (e.g. another
+  // server on this host) only disables metrics; an explicit address must bind.
+  const bool metrics_default = f.metrics_listen.empty();
+  const bool metrics_on = f.metrics_listen != "off";
+  std::pair<std::string, int> metrics_addr{"127.0.0.1", kDefaultMetricsPort};
+  if (metrics_on && !metrics_default) {
+    auto parsed = SplitHostPort("--metrics-listen", f.metrics_listen);
+    if (!parsed.ok()) return fail("flags", parsed.error());
+    metrics_addr = *parsed;
+  }
   if (auto r = MakeDirs(f.data_dir, 0700); !r.ok()) return fail("data-dir", r.error());
   ::chmod(f.data_dir.c_str(), 0700);
   auto kek = core::Kek::LoadOrCreate(f.kek_file.empty() ? f.data_dir + "/kek" : f.kek_file);
@@ -132,9 +148,20 @@ int Serve(const Flags& f, server::Logger& log) {
     if (auto r = WriteBundle(plane, dir); !r.ok()) return fail("bundle", r.error());
   }
 
+  // Metrics (Prometheus text format on a plain-HTTP listener), see src/server/metrics.h.
+  server::metrics::Registry metrics_registry;
+  server::metrics::ServerMetrics metrics(metrics_registry);
+  metrics_registry.AddCallbackGauge(
+      "sigil_store_revision", "Current revision of the resource store.", [&plane]() -> double {
+        auto rev = plane.store().CurrentRevision();
+        if (!rev.ok()) throw std::runtime_error("store revision unavailable");
+        return static_cast<double>(*rev);
+      });
+
   server::AdminApiOptions admin_opts;
   admin_opts.host = admin_addr->first;
   admin_opts.port = admin_addr->second;
+  admin_opts.metrics = &metrics;
   auto admin = server::AdminApi::Start(plane, log, admin_opts);
   if (!admin.ok()) return fail("admin-api", admin.error());
   std::string ready = "admin=" + admin_opts.host + ":" + std::to_string((*admin)->port()) + "\n";
@@ -156,6 +183,21 @@ int Serve(const Flags& f, server::Logger& log) {
              std::to_string(agent_port) + "\n";
     log.Info("agent.listen", {{"address", f.agent_listen}, {"port", agent_port}});
   }
+  std::unique_ptr<server::MetricsServer> metrics_server;
+  if (metrics_on) {
+    auto started = server::MetricsServer::Start(metrics_registry, log, metrics_addr.first,
+                                                metrics_addr.second);
+    if (started.ok()) {
+      metrics_server = std::move(*started);
+      ready +=
+          "metrics=" + metrics_addr.first + ":" + std::to_string(metrics_server->port()) + "\n";
+      log.Info("metrics.listen", {{"host", metrics_addr.first}, {"port", metrics_server->port()}});
+    } else if (metrics_default) {
+      log.Warn("metrics.disabled", {{"error", started.error().message()}});
+    } else {
+      return fail("metrics", started.error());
+    }
+  }
   log.Info("admin.listen", {{"host", admin_opts.host}, {"port", (*admin)->port()}});
   if (!f.ready_file.empty()) {
     if (auto r = WriteFileAtomic(f.ready_file, ready, 0644); !r.ok())
@@ -173,6 +215,7 @@ int Serve(const Flags& f, server::Logger& log) {
     agent_service.Shutdown();
     agent_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   }
+  if (metrics_server) metrics_server->Stop();
   (*admin)->Stop();
   admin->reset();
   cp->reset();  // closes the store
@@ -186,7 +229,8 @@ int RunServer(std::span<const std::string> args) {
   Flags f;
   FlagSet flags(
       "server --data-dir DIR [--trust-domain TD] [--admin-listen HOST:PORT] "
-      "[--agent-listen HOST:PORT] [--kek-file FILE] [--log-format text|json] [--ca-ttl DUR] "
+      "[--agent-listen HOST:PORT] [--metrics-listen HOST:PORT] [--kek-file FILE] [--log-format "
+      "text|json] [--ca-ttl DUR] "
       "[--ready-file PATH]",
       "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
       "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
@@ -195,11 +239,15 @@ int RunServer(std::span<const std::string> args) {
   flags.String("admin-listen", &f.admin_listen, "admin API address (default 127.0.0.1:8443)");
   flags.String("agent-listen", &f.agent_listen,
                "agent API address (default 0.0.0.0:8081; \"off\" disables it)");
+  flags.String("metrics-listen", &f.metrics_listen,
+               "Prometheus /metrics address, plain HTTP (default 127.0.0.1:9090; \"off\" "
+               "disables it)");
   flags.String("kek-file", &f.kek_file, "key-encryption key file (default DIR/kek)");
   flags.String("log-format", &f.log_format, "text or json (default text)");
   flags.Duration("ca-ttl", &f.ca_ttl, "CA certificate lifetime on first start");
-  flags.String("ready-file", &f.ready_file,
-               "write \"admin=HOST:PORT\" (and \"agent=...\") here once listening");
+  flags.String(
+      "ready-file", &f.ready_file,
+      "write \"admin=HOST:PORT\" (and \"agent=...\", \"metrics=...\") here once listening");
   auto parsed = flags.Parse(args);
   if (flags.help_requested()) {
     std::cout << flags.Help();

@@ -1,5 +1,7 @@
 #include "server/admin_api.h"
 
+#include <sys/socket.h>
+
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -181,15 +183,23 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Start(ControlPlane& cp, Logger& log,
         log.Error("admin.exception");
         admin::SendError(res, 500, "Internal", "internal error");
       });
-  s.set_logger([&log, td](const httplib::Request& req, const httplib::Response& res) {
-    auto caller = admin::Authenticate(req, td);
-    log.Info("admin.request", {{"method", req.method},
-                               {"path", req.path},
-                               {"status", res.status},
-                               {"caller", caller ? caller->spiffe_id : ""}});
-  });
+  s.set_logger(
+      [&log, td, m = options.metrics](const httplib::Request& req, const httplib::Response& res) {
+        if (m != nullptr) m->admin_requests.Inc({req.method, std::to_string(res.status)});
+        auto caller = admin::Authenticate(req, td);
+        log.Info("admin.request", {{"method", req.method},
+                                   {"path", req.path},
+                                   {"status", res.status},
+                                   {"caller", caller ? caller->spiffe_id : ""}});
+      });
   admin::RegisterResourceRoutes(s, cp, log);
   admin::RegisterOpsRoutes(s, cp, log);
+  // httplib's default also sets SO_REUSEPORT, which would let a second process bind the same
+  // admin port and receive part of the connections. SO_REUSEADDR only.
+  s.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    ::setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
 
   if (options.port == 0) {
     impl->port = s.bind_to_any_port(options.host);

@@ -24,6 +24,7 @@
 #include "common/result.h"
 #include "server/control_plane.h"
 #include "server/log.h"
+#include "server/metrics.h"
 
 namespace sigil::server {
 
@@ -32,6 +33,9 @@ struct AdminApiOptions {
   int port = 8443;  // 0 picks a free port
   size_t max_body_bytes = size_t{8} * 1024 * 1024;
   std::vector<std::string> dns_names = {"localhost"};  // server certificate DNS SANs
+  // When set, every request counts in sigil_admin_requests_total{method,code}. Must outlive
+  // the AdminApi.
+  metrics::ServerMetrics* metrics = nullptr;
 };
 
 class AdminApi {

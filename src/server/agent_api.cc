@@ -18,7 +18,7 @@ constexpr std::array<std::string_view, 4> kSyncedKinds = {"WorkloadIdentity", "S
 constexpr std::string_view kNodePathPrefix = "/sigil/node/";
 constexpr int kMaxRequestBytes = 256 * 1024;  // CSRs and tokens are a few KiB
 constexpr int kSnapshotAttempts = 5;
-constexpr std::string_view kNeedsMatcher = "needs the workload-identity matcher (next step)";
+constexpr std::string_view kNeedsMatcher = "credential bindings are not implemented yet";
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -30,6 +30,19 @@ std::string DerString(std::span<const core::Certificate> chain) {
 }
 
 std::string StringOf(const grpc::string_ref& ref) { return {ref.data(), ref.size()}; }
+
+AttestedProcessInfo ProcessOf(const pb::AttestedProcess& p) {
+  AttestedProcessInfo out;
+  out.pid = p.pid();
+  out.uid = p.uid();
+  out.gid = p.gid();
+  out.exe_path = p.exe_path();
+  out.exe_sha256 = p.exe_sha256();
+  out.cgroup = p.cgroup();
+  out.container_id = p.container_id();
+  out.selectors.assign(p.selectors().begin(), p.selectors().end());
+  return out;
+}
 
 }  // namespace
 
@@ -300,19 +313,30 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
 }
 
 grpc::Status AgentApi::SignWorkloadSVID(grpc::ServerContext* context,
-                                        const pb::SignWorkloadSVIDRequest* /*request*/,
-                                        pb::SignWorkloadSVIDResponse* /*response*/) {
+                                        const pb::SignWorkloadSVIDRequest* request,
+                                        pb::SignWorkloadSVIDResponse* response) {
   auto node = AuthenticateNode(*context);
   if (!node.ok()) return ToGrpcStatus(node.error());
-  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+  auto svid = cp_.SignWorkloadSvid(node->name, request->spiffe_id(), Bytes(request->csr()),
+                                   ProcessOf(request->process()));
+  if (!svid.ok()) return ToGrpcStatus(svid.error());
+  response->set_svid_chain(DerString(svid->chain));
+  response->set_expires_at(ToUnixSeconds(svid->leaf.NotAfter()));
+  return grpc::Status::OK;
 }
 
 grpc::Status AgentApi::MintJWTSVID(grpc::ServerContext* context,
-                                   const pb::MintJWTSVIDRequest* /*request*/,
-                                   pb::MintJWTSVIDResponse* /*response*/) {
+                                   const pb::MintJWTSVIDRequest* request,
+                                   pb::MintJWTSVIDResponse* response) {
   auto node = AuthenticateNode(*context);
   if (!node.ok()) return ToGrpcStatus(node.error());
-  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+  std::vector<std::string> audience(request->audience().begin(), request->audience().end());
+  auto jwt = cp_.MintWorkloadJwt(node->name, request->spiffe_id(), audience,
+                                 ProcessOf(request->process()));
+  if (!jwt.ok()) return ToGrpcStatus(jwt.error());
+  response->set_token(std::move(jwt->first));
+  response->set_expires_at(ToUnixSeconds(jwt->second));
+  return grpc::Status::OK;
 }
 
 grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,

@@ -8,7 +8,9 @@
 
 #include "core/certificate.h"
 #include "core/csr.h"
+#include "core/jwt_svid.h"
 #include "core/x509_svid.h"
+#include "resources/parse.h"
 #include "store/sqlite_store.h"
 
 namespace sigil::server {
@@ -124,6 +126,52 @@ class AgentApiTest : public ::testing::Test {
     ASSERT_TRUE(r.ok()) << r.error().ToString();
   }
 
+  // Stores every resource of `yaml` the way the admin API does (canonical spec JSON).
+  void ApplyYaml(const std::string& yaml) {
+    auto parsed = resources::ParseDocuments(yaml);
+    ASSERT_TRUE(parsed.ok()) << parsed.error().ToString();
+    std::vector<store::ResourceWrite> writes;
+    for (const auto& r : *parsed) {
+      writes.push_back({std::string(resources::KindName(r.kind)), r.name,
+                        resources::CanonicalSpecJson(r), store::WriteOp::kUpsert, std::nullopt});
+    }
+    auto applied = cp_->store().Apply(writes, {});
+    ASSERT_TRUE(applied.ok()) << applied.error().ToString();
+  }
+
+  static pb::AttestedProcess WebProcess(std::vector<std::string> selectors) {
+    pb::AttestedProcess p;
+    p.set_pid(4242);
+    p.set_uid(1000);
+    p.set_gid(1000);
+    p.set_exe_path("/usr/bin/web");
+    p.set_exe_sha256(std::string(64, 'a'));
+    p.set_cgroup("/system.slice/web.service");
+    for (auto& s : selectors) p.add_selectors(std::move(s));
+    return p;
+  }
+
+  grpc::Status SignWorkload(const NodeCredential& node, const std::string& id,
+                            const pb::AttestedProcess& process, const PrivateKey& key,
+                            pb::SignWorkloadSVIDResponse* resp) {
+    auto csr = *core::CreateCsrDer(key);
+    pb::SignWorkloadSVIDRequest req;
+    req.set_csr(std::string(csr.begin(), csr.end()));
+    req.set_spiffe_id(id);
+    *req.mutable_process() = process;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    return Client(&node)->SignWorkloadSVID(&ctx, req, resp);
+  }
+
+  std::vector<store::AuditRecord> Audit(const std::string& type) {
+    store::AuditFilter f;
+    f.type = type;
+    auto records = cp_->store().QueryAudit(f);
+    EXPECT_TRUE(records.ok());
+    return records.ok() ? *records : std::vector<store::AuditRecord>{};
+  }
+
   std::unique_ptr<ControlPlane> cp_;
   std::unique_ptr<AgentApi> api_;
   std::unique_ptr<grpc::Server> server_;
@@ -214,18 +262,222 @@ TEST_F(AgentApiTest, RenewRequiresANodeSvid) {
   st = Renew(&node, &resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
 
-  // The workload RPCs authenticate first, then are not implemented yet.
+  // The workload RPCs authenticate first, then check the request (no audience here).
   NodeCredential other = JoinNode("node-c");
   pb::MintJWTSVIDRequest mint;
   pb::MintJWTSVIDResponse mint_resp;
   grpc::ClientContext ctx;
   SetDeadline(ctx);
   st = Client(&other)->MintJWTSVID(&ctx, mint, &mint_resp);
-  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNIMPLEMENTED) << st.error_message();
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
   grpc::ClientContext ctx2;
   SetDeadline(ctx2);
   st = Client(nullptr)->MintJWTSVID(&ctx2, mint, &mint_resp);
   EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+}
+
+constexpr std::string_view kWebIdentity = R"(apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata:
+  name: web
+spec:
+  spiffeId: spiffe://example.org/ns/web
+  selectors: ["unix:uid:1000", "unix:path:/usr/bin/web"]
+  dnsNames: [web.internal]
+  ttl: 30m
+)";
+
+TEST_F(AgentApiTest, SignWorkloadSvidChecksSelectorsAndRequestedId) {
+  NodeCredential node = JoinNode("node-a");
+  ASSERT_FALSE(node.chain_pem.empty());
+  ApplyYaml(std::string(kWebIdentity));
+  const std::string web_id = "spiffe://example.org/ns/web";
+  auto key = PrivateKey::Generate(core::KeyType::kEcP256);
+  ASSERT_TRUE(key.ok());
+
+  // Every selector present (plus an unrelated one): issued.
+  pb::SignWorkloadSVIDResponse resp;
+  grpc::Status st = SignWorkload(
+      node, web_id, WebProcess({"unix:gid:1000", "unix:path:/usr/bin/web", "unix:uid:1000"}), *key,
+      &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  EXPECT_EQ(VerifyChainDer(resp.svid_chain()), web_id);
+  auto chain = core::ParseCertificatesDer(
+      {reinterpret_cast<const uint8_t*>(resp.svid_chain().data()), resp.svid_chain().size()});
+  ASSERT_TRUE(chain.ok());
+  const core::Certificate& leaf = chain->front();
+  auto leaf_key = leaf.PublicKeyOf();
+  ASSERT_TRUE(leaf_key.ok());
+  EXPECT_TRUE(leaf_key->Equals(key->Public()));
+  EXPECT_EQ(resp.expires_at(), ToUnixSeconds(leaf.NotAfter()));
+  int64_t now = ToUnixSeconds(Clock::System().Now());
+  EXPECT_GT(resp.expires_at(), now + 25 * 60);  // ttl 30m
+  EXPECT_LE(resp.expires_at(), now + 31 * 60);
+  auto issued = Audit("svid.issue");
+  ASSERT_EQ(issued.size(), 1u);
+  EXPECT_EQ(issued[0].event.node, "node-a");
+  EXPECT_EQ(issued[0].event.identity, web_id);
+  EXPECT_EQ(issued[0].event.pid, 4242);
+  EXPECT_EQ(issued[0].event.exe, "/usr/bin/web");
+  auto details = nlohmann::json::parse(issued[0].event.details_json);
+  EXPECT_EQ(details.at("serial"), leaf.SerialHex());
+  EXPECT_EQ(details.at("exe_sha256"), std::string(64, 'a'));
+  EXPECT_EQ(details.at("uid"), 1000);
+  EXPECT_EQ(details.at("cgroup"), "/system.slice/web.service");
+  EXPECT_EQ(details.at("expires"), resp.expires_at());
+
+  // One selector missing: denied and audited.
+  st = SignWorkload(node, web_id, WebProcess({"unix:uid:1000"}), *key, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_NE(st.error_message().find("no WorkloadIdentity matches"), std::string::npos);
+  auto denied = Audit("svid.denied");
+  ASSERT_EQ(denied.size(), 1u);
+  EXPECT_EQ(denied[0].event.node, "node-a");
+  EXPECT_EQ(denied[0].event.identity, web_id);
+  EXPECT_EQ(denied[0].event.pid, 4242);
+  EXPECT_EQ(denied[0].event.exe, "/usr/bin/web");
+
+  // Matching selectors, but another ID than the identity renders: denied.
+  st = SignWorkload(node, "spiffe://example.org/ns/admin",
+                    WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), *key, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  EXPECT_EQ(Audit("svid.denied").size(), 2u);
+  EXPECT_EQ(Audit("svid.issue").size(), 1u);
+
+  // Matching, with a CSR that is not one: INVALID_ARGUMENT, nothing issued.
+  pb::SignWorkloadSVIDRequest req;
+  req.set_csr("not a csr");
+  req.set_spiffe_id(web_id);
+  *req.mutable_process() = WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"});
+  grpc::ClientContext ctx;
+  SetDeadline(ctx);
+  st = Client(&node)->SignWorkloadSVID(&ctx, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  EXPECT_EQ(Audit("svid.issue").size(), 1u);
+
+  // Without a node SVID: UNAUTHENTICATED before anything else.
+  grpc::ClientContext ctx2;
+  SetDeadline(ctx2);
+  st = Client(nullptr)->SignWorkloadSVID(&ctx2, req, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAUTHENTICATED) << st.error_message();
+}
+
+TEST_F(AgentApiTest, SignWorkloadSvidRendersTemplatesAndHonoursNodes) {
+  NodeCredential node_a = JoinNode("node-a");
+  NodeCredential web_1 = JoinNode("web-1");
+  ASSERT_FALSE(node_a.chain_pem.empty());
+  ASSERT_FALSE(web_1.chain_pem.empty());
+  ApplyYaml(R"(apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata:
+  name: per-host
+spec:
+  spiffeId: spiffe://example.org/host/{{node}}/u{{uid}}
+  selectors: ["unix:uid:1000"]
+---
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata:
+  name: web-only
+spec:
+  spiffeId: spiffe://example.org/ns/frontend
+  selectors: ["unix:uid:1000"]
+  nodes: ["web-*"]
+)");
+  auto key = PrivateKey::Generate(core::KeyType::kEcP256);
+  ASSERT_TRUE(key.ok());
+  pb::SignWorkloadSVIDResponse resp;
+  grpc::Status st = SignWorkload(node_a, "spiffe://example.org/host/node-a/u1000",
+                                 WebProcess({"unix:uid:1000"}), *key, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  EXPECT_EQ(VerifyChainDer(resp.svid_chain()), "spiffe://example.org/host/node-a/u1000");
+  // Another node's rendering is not this node's to ask for.
+  st = SignWorkload(node_a, "spiffe://example.org/host/web-1/u1000", WebProcess({"unix:uid:1000"}),
+                    *key, &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+
+  // nodes: ["web-*"]: allowed on web-1 only.
+  st = SignWorkload(node_a, "spiffe://example.org/ns/frontend", WebProcess({"unix:uid:1000"}), *key,
+                    &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  st = SignWorkload(web_1, "spiffe://example.org/ns/frontend", WebProcess({"unix:uid:1000"}), *key,
+                    &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  EXPECT_EQ(VerifyChainDer(resp.svid_chain()), "spiffe://example.org/ns/frontend");
+  for (const auto& r : Audit("svid.issue")) {
+    EXPECT_EQ(r.event.pid, 4242);
+    EXPECT_EQ(r.event.exe, "/usr/bin/web");
+  }
+  EXPECT_EQ(Audit("svid.issue").size(), 2u);
+}
+
+TEST_F(AgentApiTest, MintJwtSvidForMatchingProcess) {
+  NodeCredential node = JoinNode("node-a");
+  ASSERT_FALSE(node.chain_pem.empty());
+  ApplyYaml(std::string(kWebIdentity));
+  const std::string web_id = "spiffe://example.org/ns/web";
+  auto mint = [&](const std::string& id, std::vector<std::string> audience,
+                  const pb::AttestedProcess& process, pb::MintJWTSVIDResponse* resp) {
+    pb::MintJWTSVIDRequest req;
+    req.set_spiffe_id(id);
+    for (auto& a : audience) req.add_audience(std::move(a));
+    *req.mutable_process() = process;
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    return Client(&node)->MintJWTSVID(&ctx, req, resp);
+  };
+  pb::MintJWTSVIDResponse resp;
+  grpc::Status st =
+      mint(web_id, {"vault"}, WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), &resp);
+  ASSERT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
+  core::BundleSet bundles;
+  bundles.Put(std::make_shared<core::TrustBundle>(cp_->Bundle()));
+  std::vector<std::string> expected_audience{"vault"};
+  auto jwt = core::ValidateJwtSvid(resp.token(), bundles, expected_audience, Clock::System().Now());
+  ASSERT_TRUE(jwt.ok()) << jwt.error().ToString();
+  EXPECT_EQ(jwt->id.str(), web_id);
+  EXPECT_EQ(resp.expires_at(), ToUnixSeconds(jwt->expiry));
+  int64_t now = ToUnixSeconds(Clock::System().Now());
+  EXPECT_LE(resp.expires_at(), now + 5 * 60 + 5);  // default 5m
+  EXPECT_GT(resp.expires_at(), now + 4 * 60);
+  auto issued = Audit("jwt.issue");
+  ASSERT_EQ(issued.size(), 1u);
+  EXPECT_EQ(issued[0].event.node, "node-a");
+  EXPECT_EQ(issued[0].event.identity, web_id);
+  EXPECT_EQ(issued[0].event.pid, 4242);
+  EXPECT_EQ(issued[0].event.exe, "/usr/bin/web");
+
+  // No audience: INVALID_ARGUMENT. A missing selector / other ID: PERMISSION_DENIED, audited.
+  st = mint(web_id, {}, WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << st.error_message();
+  st = mint(web_id, {"vault"}, WebProcess({"unix:path:/usr/bin/web"}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  st = mint("spiffe://example.org/ns/db", {"vault"},
+            WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  auto denied = Audit("svid.denied");
+  ASSERT_EQ(denied.size(), 2u);
+  for (const auto& r : denied) {
+    EXPECT_EQ(r.event.pid, 4242);
+    EXPECT_EQ(r.event.exe, "/usr/bin/web");
+  }
+  EXPECT_EQ(Audit("jwt.issue").size(), 1u);
+
+  // jwtAudiences restricts what may be asked for.
+  ApplyYaml(R"(apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata:
+  name: web
+spec:
+  spiffeId: spiffe://example.org/ns/web
+  selectors: ["unix:uid:1000", "unix:path:/usr/bin/web"]
+  jwtAudiences: [vault]
+)");
+  st =
+      mint(web_id, {"vault", "s3"}, WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), &resp);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::PERMISSION_DENIED) << st.error_message();
+  st = mint(web_id, {"vault"}, WebProcess({"unix:path:/usr/bin/web", "unix:uid:1000"}), &resp);
+  EXPECT_TRUE(st.ok()) << st.error_code() << " " << st.error_message();
 }
 
 TEST_F(AgentApiTest, SyncSendsSnapshotThenDeltas) {

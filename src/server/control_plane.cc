@@ -1,14 +1,20 @@
 #include "server/control_plane.h"
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 #include "core/csr.h"
 #include "core/join_token.h"
+#include "core/jwt_svid.h"
+#include "resources/workload_identity.h"
 
 namespace sigil::server {
 namespace {
 
 constexpr std::string_view kAuthoritiesBlob = "authorities";
+constexpr std::string_view kWorkloadIdentityKind = "WorkloadIdentity";
+constexpr std::string_view kReservedPath = "/sigil";
 
 bool ValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
@@ -269,6 +275,142 @@ Result<void> ControlPlane::PutSealedBlob(const std::string& name,
                                          std::span<const store::AuditEvent> audit) {
   SIGIL_ASSIGN_OR_RETURN(auto sealed, kek_.Seal(plaintext, name));
   return store_->PutBlob(name, sealed, audit);
+}
+
+}  // namespace sigil::server
+
+namespace sigil::server {
+
+struct ControlPlane::WorkloadMatch {
+  resources::WorkloadIdentitySpec spec;
+  core::SpiffeId id;
+};
+
+store::AuditEvent ControlPlane::WorkloadEvent(std::string type, const std::string& node,
+                                              const AttestedProcessInfo& process) const {
+  store::AuditEvent e =
+      Event(std::move(type), "spiffe://" + trust_domain().name() + "/sigil/node/" + node);
+  e.node = node;
+  e.pid = process.pid;
+  e.exe = process.exe_path;
+  return e;
+}
+
+Result<ControlPlane::WorkloadMatch> ControlPlane::MatchWorkload(const std::string& node,
+                                                                const std::string& requested_id,
+                                                                const AttestedProcessInfo& process,
+                                                                std::string_view svid_kind) {
+  SIGIL_ASSIGN_OR_RETURN(store::ResourceList list,
+                         store_->List(std::string(kWorkloadIdentityKind)));
+  // Why the closest candidate (one rendering to requested_id) failed, for the audit record.
+  std::string reason = "no WorkloadIdentity renders to the requested ID";
+  for (const store::StoredResource& item : list.items) {
+    auto resource =
+        resources::ResourceFromStored(item.kind, item.name, item.spec_json, item.resource_version);
+    if (!resource.ok()) continue;  // the store holds validated specs; skip anything else
+    auto spec = resources::WorkloadIdentitySpec::FromResource(*resource);
+    if (!spec.ok()) continue;
+    auto id = spec->Render({node, process.uid});
+    if (!id.ok() || id->str() != requested_id) continue;
+    const std::string& path = id->path();
+    bool reserved = path.starts_with(kReservedPath) &&
+                    (path.size() == kReservedPath.size() || path[kReservedPath.size()] == '/');
+    if (id->trust_domain() != trust_domain() || reserved) {
+      reason = "WorkloadIdentity " + item.name + " renders outside this trust domain's workloads";
+      continue;
+    }
+    if (!spec->AllowsNode(node)) {
+      reason = "WorkloadIdentity " + item.name + " is not allowed on this node";
+      continue;
+    }
+    if (!spec->Matches(process.selectors)) {
+      reason = "WorkloadIdentity " + item.name + ": selectors not satisfied";
+      continue;
+    }
+    return WorkloadMatch{std::move(spec).value(), std::move(id).value()};
+  }
+  store::AuditEvent e = WorkloadEvent("svid.denied", node, process);
+  e.identity = requested_id;
+  e.details_json =
+      nlohmann::json{
+          {"reason", reason},   {"svid", svid_kind},        {"exe_sha256", process.exe_sha256},
+          {"uid", process.uid}, {"cgroup", process.cgroup}, {"selectors", process.selectors}}
+          .dump();
+  (void)store_->AppendAudit(std::span(&e, 1));  // best effort: the refusal stands anyway
+  return PermissionDenied("no WorkloadIdentity matches " + requested_id + " for pid " +
+                          std::to_string(process.pid) + " on node " + node);
+}
+
+Result<core::IssuedX509Svid> ControlPlane::SignWorkloadSvid(const std::string& node,
+                                                            const std::string& requested_id,
+                                                            std::span<const uint8_t> csr_der,
+                                                            const AttestedProcessInfo& process) {
+  SIGIL_ASSIGN_OR_RETURN(WorkloadMatch match, MatchWorkload(node, requested_id, process, "x509"));
+  SIGIL_ASSIGN_OR_RETURN(auto csr, core::Csr::ParseDer(csr_der));
+  SIGIL_ASSIGN_OR_RETURN(core::PublicKey pub, csr.Verify(core::KeyPolicy{}));
+  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({match.id, pub, match.spec.dns_names, match.spec.ttl}));
+  store::AuditEvent e = WorkloadEvent("svid.issue", node, process);
+  e.identity = match.id.str();
+  e.details_json = nlohmann::json{{"workload_identity", match.spec.name},
+                                  {"exe_sha256", process.exe_sha256},
+                                  {"uid", process.uid},
+                                  {"gid", process.gid},
+                                  {"cgroup", process.cgroup},
+                                  {"container_id", process.container_id},
+                                  {"serial", svid.leaf.SerialHex()},
+                                  {"expires", ToUnixSeconds(svid.leaf.NotAfter())}}
+                       .dump();
+  // No SVID leaves the server unaudited.
+  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  return svid;
+}
+
+Result<std::pair<std::string, TimePoint>> ControlPlane::MintWorkloadJwt(
+    const std::string& node, const std::string& requested_id,
+    const std::vector<std::string>& audience, const AttestedProcessInfo& process) {
+  if (audience.empty()) return InvalidArgument("a JWT-SVID needs at least one audience");
+  for (const auto& aud : audience) {
+    if (aud.empty()) return InvalidArgument("a JWT-SVID audience must not be empty");
+  }
+  SIGIL_ASSIGN_OR_RETURN(WorkloadMatch match, MatchWorkload(node, requested_id, process, "jwt"));
+  const auto& allowed = match.spec.jwt_audiences;
+  if (!allowed.empty()) {
+    for (const auto& aud : audience) {
+      if (std::find(allowed.begin(), allowed.end(), aud) == allowed.end()) {
+        store::AuditEvent e = WorkloadEvent("svid.denied", node, process);
+        e.identity = requested_id;
+        e.details_json = nlohmann::json{
+            {"reason", "audience " + aud + " is not in " + match.spec.name + ".jwtAudiences"},
+            {"svid", "jwt"},
+            {"exe_sha256", process.exe_sha256},
+            {"uid",
+             process.uid}}.dump();
+        (void)store_->AppendAudit(std::span(&e, 1));
+        return PermissionDenied("WorkloadIdentity " + match.spec.name +
+                                " does not allow audience \"" + aud + "\"");
+      }
+    }
+  }
+  std::string token;
+  {
+    std::lock_guard lock(mu_);
+    SIGIL_ASSIGN_OR_RETURN(token, authorities_->MintJwtSvid(match.id, audience, clock_.Now(),
+                                                            core::kDefaultJwtSvidTtl));
+  }
+  SIGIL_ASSIGN_OR_RETURN(core::JwtSvid parsed, core::ParseJwtSvidInsecure(token));
+  store::AuditEvent e = WorkloadEvent("jwt.issue", node, process);
+  e.identity = match.id.str();
+  e.details_json = nlohmann::json{{"workload_identity", match.spec.name},
+                                  {"audience", audience},
+                                  {"exe_sha256", process.exe_sha256},
+                                  {"uid", process.uid},
+                                  {"gid", process.gid},
+                                  {"cgroup", process.cgroup},
+                                  {"container_id", process.container_id},
+                                  {"expires", ToUnixSeconds(parsed.expiry)}}
+                       .dump();
+  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  return std::pair{std::move(token), parsed.expiry};
 }
 
 }  // namespace sigil::server

@@ -8,11 +8,14 @@
 // Thread-safe: the authority set is guarded by a mutex; everything else is in the store.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "common/clock.h"
@@ -47,6 +50,20 @@ struct IssuedJoinToken {
   std::string id;
   SecretBytes text;  // the token to hand to the operator once
   TimePoint expires_at;
+};
+
+// What an agent attested about the process a workload request is made for (proto
+// AttestedProcess). The server re-checks `selectors` against WorkloadIdentity objects and
+// audits the rest.
+struct AttestedProcessInfo {
+  int64_t pid = 0;
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  std::string exe_path;
+  std::string exe_sha256;
+  std::string cgroup;
+  std::string container_id;
+  std::vector<std::string> selectors;  // "unix:uid:1000", "unix:path:/usr/bin/x", ...
 };
 
 struct NodeJoin {
@@ -104,6 +121,27 @@ class ControlPlane {
   // "server.credential.create". The caller reissues before expiry.
   Result<AdminCredential> IssueServerCredential(std::vector<std::string> dns_names);
 
+  // Workload SVIDs for a process attested by the agent on `node` (already authenticated).
+  // The process may hold `requested_id` only if a WorkloadIdentity in the store has every
+  // selector among process.selectors, allows `node` (spec.nodes), and renders (node name,
+  // process uid) to exactly `requested_id` in this trust domain, outside /sigil/. Otherwise
+  // PermissionDenied "no WorkloadIdentity matches ...", audited as "svid.denied".
+  // Limitation: every call lists and parses all WorkloadIdentity objects (O(n), no cache).
+  //
+  // X.509: verifies `csr_der` (self-signature, key policy), issues with the identity's ttl and
+  // dnsNames, audits "svid.issue" (node, identity, pid, exe; sha256, uid, cgroup, serial,
+  // expiry) before returning.
+  Result<core::IssuedX509Svid> SignWorkloadSvid(const std::string& node,
+                                                const std::string& requested_id,
+                                                std::span<const uint8_t> csr_der,
+                                                const AttestedProcessInfo& process);
+  // JWT: `audience` must be non-empty (and, when the identity lists jwtAudiences, within
+  // them). TTL kDefaultJwtSvidTtl, capped by the signing key. Audited as "jwt.issue".
+  // Returns the token and its expiry.
+  Result<std::pair<std::string, TimePoint>> MintWorkloadJwt(
+      const std::string& node, const std::string& requested_id,
+      const std::vector<std::string>& audience, const AttestedProcessInfo& process);
+
  private:
   ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
                const Clock& clock)
@@ -114,6 +152,14 @@ class ControlPlane {
   Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
   Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
   store::AuditEvent Event(std::string type, std::string actor) const;
+  struct WorkloadMatch;
+  // The identity `process` on `node` may hold as `requested_id` (see SignWorkloadSvid);
+  // audits "svid.denied" (with `svid_kind` "x509" or "jwt") when there is none.
+  Result<WorkloadMatch> MatchWorkload(const std::string& node, const std::string& requested_id,
+                                      const AttestedProcessInfo& process,
+                                      std::string_view svid_kind);
+  store::AuditEvent WorkloadEvent(std::string type, const std::string& node,
+                                  const AttestedProcessInfo& process) const;
 
   const ControlPlaneOptions options_;
   std::unique_ptr<store::Store> store_;

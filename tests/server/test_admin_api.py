@@ -16,6 +16,8 @@ import subprocess
 import sys
 import time
 import unittest
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "interop"))
@@ -55,6 +57,8 @@ UNKNOWN_FIELD_DOC2 = VALID.replace("  mode: mutual\n", "  mode: mutual\n  colour
 
 
 class ServerCase(helpers.InteropCase):
+    metrics_listen = "127.0.0.1:0"
+
     def setUp(self) -> None:
         super().setUp()
         self.data = self.tmp / "data"
@@ -66,7 +70,7 @@ class ServerCase(helpers.InteropCase):
             ready.unlink()
         argv = [self.sigil.bin, "server", "--data-dir", self.data,
                 "--admin-listen", "127.0.0.1:0", "--agent-listen", "127.0.0.1:0",
-                "--ready-file", ready]
+                "--metrics-listen", self.metrics_listen, "--ready-file", ready]
         if first:
             argv += ["--trust-domain", TD]
         peer = Peer(argv, "sigil-server")
@@ -79,6 +83,7 @@ class ServerCase(helpers.InteropCase):
             time.sleep(0.05)
         addr = dict(line.split("=", 1) for line in ready.read_text().split())
         self.url = "https://" + addr["admin"]
+        self.metrics_url = f"http://{addr['metrics']}/metrics" if "metrics" in addr else None
         return peer
 
     def cli(self, *args: object, creds: str | Path = "admin", check: bool = True,
@@ -247,6 +252,75 @@ class SecretsAndConcurrencyTest(ServerCase):
         for f in self.data.iterdir():
             if f.is_file():
                 self.assertNotIn(secret.encode(), f.read_bytes(), f"secret in clear in {f}")
+
+
+def parse_metrics(text: str) -> tuple[dict[str, str], dict[str, float]]:
+    """Prometheus text format -> ({name: type}, {sample-with-labels: value})."""
+    types: dict[str, str] = {}
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ", 3)
+            types[name] = kind
+        elif line and not line.startswith("#"):
+            key, value = line.rsplit(" ", 1)
+            samples[key] = float(value)
+    return types, samples
+
+
+class MetricsTest(ServerCase):
+    def scrape(self) -> tuple[dict[str, str], dict[str, float]]:
+        self.assertIsNotNone(self.metrics_url, "no metrics= line in the ready file")
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as resp:
+            self.assertEqual(resp.status, 200)
+            self.assertTrue(resp.headers["Content-Type"].startswith("text/plain; version=0.0.4"))
+            return parse_metrics(resp.read().decode())
+
+    def test_admin_request_counters(self):
+        types, before = self.scrape()
+        self.assertEqual(types["sigil_admin_requests_total"], "counter")
+        self.assertEqual(types["sigil_svid_issued_total"], "counter")
+        self.assertEqual(types["sigil_svid_issue_seconds"], "histogram")
+        self.assertEqual(types["sigil_store_revision"], "gauge")
+        self.assertEqual(types["sigil_agents_connected"], "gauge")
+        self.assertIn('sigil_svid_issue_seconds_bucket{le="+Inf"}', before)
+        get_ok = 'sigil_admin_requests_total{method="GET",code="200"}'
+        get_404 = 'sigil_admin_requests_total{method="GET",code="404"}'
+        post_ok = 'sigil_admin_requests_total{method="POST",code="200"}'
+        post_403 = 'sigil_admin_requests_total{method="POST",code="403"}'
+        rev0 = before["sigil_store_revision"]
+
+        self.cli("apply", "-f", self.write("ok.yaml", VALID))
+        for _ in range(3):
+            self.cli("get", "WorkloadIdentity", "web", "-o", "json")
+        for _ in range(2):
+            self.assertEqual(self.cli("get", "Service", "nope", check=False).returncode, 1)
+        r = self.cli("apply", "-f", self.write("ok2.yaml", VALID), creds="admin-readonly",
+                     check=False)
+        self.assertIn("403", r.stderr)
+
+        _, after = self.scrape()
+
+        def delta(key: str) -> float:
+            return after.get(key, 0.0) - before.get(key, 0.0)
+
+        self.assertEqual(delta(post_ok), 1, after)
+        self.assertEqual(delta(get_ok), 3, after)
+        self.assertEqual(delta(get_404), 2, after)
+        self.assertEqual(delta(post_403), 1, after)
+        self.assertGreater(after["sigil_store_revision"], rev0)
+        # Only GET /metrics is served; the listener is plain HTTP.
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            urllib.request.urlopen(self.metrics_url.replace("/metrics", "/other"), timeout=10)
+        self.assertEqual(cm.exception.code, 404)
+
+    def test_metrics_off(self):
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait_exit(timeout=10), 0, self.server.output)
+        self.metrics_listen = "off"
+        self.server = self.start_server(first=False)
+        self.assertIsNone(self.metrics_url)
+        self.assertEqual(len(self.get_all()), 0)
 
 
 if __name__ == "__main__":
