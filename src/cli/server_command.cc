@@ -248,15 +248,7 @@ int RunServer(std::span<const std::string> args) {
   flags.String(
       "ready-file", &f.ready_file,
       "write \"admin=HOST:PORT\" (and \"agent=...\", \"metrics=...\") here once listening");
-  auto parsed = flags.Parse(args);
-  if (flags.help_requested()) {
-    std::cout << flags.Help();
-    return kExitOk;
-  }
-  if (!parsed.ok()) {
-    std::cerr << "sigil: " << parsed.error().message() << "\n\n" << flags.Help();
-    return kExitUsage;
-  }
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (f.log_format != "text" && f.log_format != "json") {
     std::cerr << "sigil: --log-format: must be text or json\n\n" << flags.Help();
     return kExitUsage;
