@@ -151,6 +151,7 @@ int Serve(const Flags& f, server::Logger& log) {
   // Metrics (Prometheus text format on a plain-HTTP listener), see src/server/metrics.h.
   server::metrics::Registry metrics_registry;
   server::metrics::ServerMetrics metrics(metrics_registry);
+  plane.AttachMetrics(&metrics);
   metrics_registry.AddCallbackGauge(
       "sigil_store_revision", "Current revision of the resource store.", [&plane]() -> double {
         auto rev = plane.store().CurrentRevision();
@@ -168,6 +169,7 @@ int Serve(const Flags& f, server::Logger& log) {
 
   // Agent API (gRPC), see src/server/agent_api.h.
   server::AgentApi agent_service(plane);
+  agent_service.AttachMetrics(&metrics);
   std::unique_ptr<grpc::Server> agent_server;
   if (!f.agent_listen.empty() && f.agent_listen != "off") {
     auto cred = plane.IssueServerCredential({"localhost"});

@@ -231,6 +231,15 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
                             grpc::ServerWriter<pb::SyncResponse>* writer) {
   auto node = AuthenticateNode(*context);
   if (!node.ok()) return ToGrpcStatus(node.error());
+  // Open streams = connected agents, exported as sigil_agents_connected.
+  struct StreamCount {
+    AgentApi& api;
+    explicit StreamCount(AgentApi& a) : api(a) { Publish(++api.sync_streams_); }
+    ~StreamCount() { Publish(--api.sync_streams_); }
+    void Publish(int64_t n) {
+      if (api.metrics_ != nullptr) api.metrics_->agents_connected.Set(static_cast<double>(n));
+    }
+  } stream_count(*this);
   store::Store& store = cp_.store();
   std::string jwks = cp_.Bundle().ToJwks();
   uint64_t revision = request->from_revision();

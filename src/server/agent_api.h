@@ -39,6 +39,8 @@ bool KindSyncedToAgents(std::string_view kind);
 class AgentApi final : public sigil::agent::v1::AgentService::Service {
  public:
   explicit AgentApi(ControlPlane& control_plane) : cp_(control_plane) {}
+  // Optional: open Sync streams are reported as sigil_agents_connected (not owned).
+  void AttachMetrics(metrics::ServerMetrics* metrics) { metrics_ = metrics; }
 
   // Makes running Sync streams return (OK) within about kSyncPollInterval. Call before
   // grpc::Server::Shutdown, which otherwise waits for the streams to end.
@@ -72,6 +74,8 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
                                 const std::string& bundle_jwks);
 
   ControlPlane& cp_;
+  metrics::ServerMetrics* metrics_ = nullptr;
+  std::atomic<int64_t> sync_streams_{0};
   std::atomic<bool> shutting_down_{false};
 };
 

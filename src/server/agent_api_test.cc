@@ -173,6 +173,9 @@ class AgentApiTest : public ::testing::Test {
   }
 
   std::unique_ptr<ControlPlane> cp_;
+  // Declared before api_ so they outlive every stream that reports to them.
+  metrics::Registry registry_;
+  metrics::ServerMetrics metrics_{registry_};
   std::unique_ptr<AgentApi> api_;
   std::unique_ptr<grpc::Server> server_;
   std::string roots_pem_;
@@ -486,6 +489,7 @@ TEST_F(AgentApiTest, SyncSendsSnapshotThenDeltas) {
   Put("WorkloadIdentity", "web");
   Put("Service", "db");
   Put("CredentialSource", "aws");  // never sent to agents
+  api_->AttachMetrics(&metrics_);
 
   auto stub = Client(&node);
   grpc::ClientContext ctx;
@@ -502,6 +506,7 @@ TEST_F(AgentApiTest, SyncSendsSnapshotThenDeltas) {
   EXPECT_EQ(names, (std::set<std::string>{"WorkloadIdentity/web", "Service/db"}));
   uint64_t snapshot_revision = msg.revision();
   EXPECT_GT(snapshot_revision, 0u);
+  EXPECT_NE(registry_.Render().find("sigil_agents_connected 1"), std::string::npos);
 
   auto t0 = std::chrono::steady_clock::now();
   Put("AccessPolicy", "allow-web");

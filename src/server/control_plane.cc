@@ -101,8 +101,17 @@ Result<bool> ControlPlane::RotateIfDue() {
 }
 
 Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& request) {
-  std::lock_guard lock(mu_);
-  return authorities_->IssueX509Svid(request, clock_.Now());
+  auto start = std::chrono::steady_clock::now();
+  Result<core::IssuedX509Svid> svid = [&] {
+    std::lock_guard lock(mu_);
+    return authorities_->IssueX509Svid(request, clock_.Now());
+  }();
+  if (metrics_ != nullptr && svid.ok()) {
+    metrics_->svid_issued.Inc();
+    metrics_->svid_issue_seconds.Observe(
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  }
+  return svid;
 }
 
 Result<AdminCredential> ControlPlane::IssueAdminCredential(bool read_only,

@@ -24,6 +24,7 @@
 #include "core/authority_set.h"
 #include "core/kek.h"
 #include "core/trust_bundle.h"
+#include "server/metrics.h"
 #include "store/store.h"
 
 namespace sigil::server {
@@ -83,6 +84,9 @@ class ControlPlane {
   bool created_authorities() const { return created_; }
   const core::TrustDomain& trust_domain() const { return options_.ca.trust_domain; }
   store::Store& store() { return *store_; }
+
+  // Optional: issuance counters and latency go to `metrics` (not owned; must outlive this).
+  void AttachMetrics(metrics::ServerMetrics* metrics) { metrics_ = metrics; }
 
   core::TrustBundle Bundle() const;
   // The current root CA certificate (what join tokens pin).
@@ -166,6 +170,8 @@ class ControlPlane {
   const core::Kek kek_;
   const Clock& clock_;
   bool created_ = false;
+
+  metrics::ServerMetrics* metrics_ = nullptr;  // set once before serving
 
   mutable std::mutex mu_;
   std::optional<core::AuthoritySet> authorities_;  // guarded by mu_

@@ -119,6 +119,19 @@ TEST_F(ControlPlaneTest, ExpiredUnknownForeignAndMismatchedTokensAreRefused) {
   EXPECT_TRUE(raw_store_->VerifyAudit()->ok);
 }
 
+TEST_F(ControlPlaneTest, IssuanceIsCountedInMetrics) {
+  metrics::Registry registry;
+  metrics::ServerMetrics m(registry);
+  cp_->AttachMetrics(&m);
+  auto token = cp_->CreateJoinToken("node-m", Seconds(600), "admin");
+  ASSERT_TRUE(token.ok());
+  ASSERT_TRUE(cp_->JoinNode(token->text.view(), "node-m", Csr(), "p").ok());
+  ASSERT_TRUE(cp_->IssueAdminCredential(true, "t").ok());
+  std::string text = registry.Render();
+  EXPECT_NE(text.find("sigil_svid_issued_total 2"), std::string::npos) << text;
+  EXPECT_NE(text.find("sigil_svid_issue_seconds_count 2"), std::string::npos) << text;
+}
+
 TEST_F(ControlPlaneTest, AdminCredentialsAndBadInput) {
   auto admin = cp_->IssueAdminCredential(false, "init");
   ASSERT_TRUE(admin.ok());
