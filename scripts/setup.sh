@@ -16,7 +16,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libbpf-dev bpftool libfuse3-dev fuse3
   # real peers used by the integration tests
-  curl python3 python3-cryptography python3-jwt python3-grpcio python3-botocore
+  curl python3 python3-cryptography python3-jwt python3-grpcio python3-grpc-tools python3-botocore
   iproute2 nftables procps
 )
 

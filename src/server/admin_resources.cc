@@ -8,7 +8,7 @@
 namespace sigil::server::admin {
 namespace {
 
-constexpr std::string_view kSecretBlobPrefix = "secret/";
+constexpr std::string_view kSecretBlobPrefix = kCredentialSecretBlobPrefix;
 
 // Accepts the Kind name ("WorkloadIdentity"), case-insensitively, and its plural.
 std::optional<resources::Kind> KindFromPath(std::string_view segment) {
@@ -55,42 +55,6 @@ std::string Who(size_t index, const resources::Resource& r) {
          "/" + r.name + ")";
 }
 
-// The store write of one validated resource: the canonical spec (secrets redacted) and, when
-// the document carried metadata.resourceVersion, the version it expects.
-store::ResourceWrite WriteFor(const resources::Resource& r) {
-  store::ResourceWrite w;
-  w.kind = std::string(resources::KindName(r.kind));
-  w.name = r.name;
-  w.spec_json = resources::CanonicalSpecJson(r);
-  w.expected_version = r.resource_version;
-  return w;
-}
-
-// Seals the secret fields of every CredentialSource under the KEK, one blob per source.
-Result<void> StoreSecrets(ControlPlane& cp, const std::vector<resources::Resource>& batch,
-                          const std::string& actor) {
-  for (const auto& r : batch) {
-    if (r.secrets.empty()) continue;
-    nlohmann::json fields = nlohmann::json::object();
-    std::vector<std::string> names;
-    for (const auto& [path, value] : r.secrets) {
-      fields[path] = std::string(value.view());
-      names.push_back(path);
-    }
-    std::string text = fields.dump();
-    SecretBytes plain = SecretBytes::Copy(text);
-    std::fill(text.begin(), text.end(), '\0');
-    fields.clear();
-    store::AuditEvent e;
-    e.type = "secret.store";
-    e.actor = actor;
-    e.details_json = nlohmann::json{{"source", r.name}, {"fields", names}}.dump();
-    SIGIL_TRY(
-        cp.PutSealedBlob(std::string(kSecretBlobPrefix) + r.name, plain.span(), std::span(&e, 1)));
-  }
-  return {};
-}
-
 nlohmann::json Diagnostics(const resources::ParseReport& report) {
   nlohmann::json errors = nlohmann::json::array();
   for (const auto& d : report.diagnostics) errors.push_back(d.ToString());
@@ -124,30 +88,13 @@ void ApplyBatch(ControlPlane& cp, const httplib::Request& req, httplib::Response
       return;
     }
   }
-  std::vector<store::ResourceWrite> writes;
-  std::vector<store::AuditEvent> events;
-  for (size_t i = 0; i < report.resources.size(); ++i) {
-    store::ResourceWrite w = WriteFor(report.resources[i]);
-    store::AuditEvent e;
-    e.type = audit_type;
-    e.actor = actor;
-    e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}, {"document", i + 1}}.dump();
-    writes.push_back(std::move(w));
-    events.push_back(std::move(e));
-  }
-  auto applied = cp.store().Apply(writes, events);
+  auto applied = cp.ApplyResources(report.resources, actor, audit_type);
   if (!applied.ok()) {
     SendError(res, applied.error());
     return;
   }
-  if (auto s = StoreSecrets(cp, report.resources, actor); !s.ok()) {
-    SendError(
-        res, 500, "Internal",
-        "resources were applied but their secrets could not be stored: " + s.error().message());
-    return;
-  }
   if (put_target) {
-    auto got = cp.store().Get(writes[0].kind, writes[0].name);
+    auto got = cp.store().Get(applied->writes[0].kind, applied->writes[0].name);
     if (!got.ok()) return SendError(res, got.error());
     SendJson(res, 200, ToOutput(*got));
     return;
@@ -213,18 +160,14 @@ void RegisterResourceRoutes(httplib::Server& s, ControlPlane& cp, Logger& /*log*
                      e.type = "resource.delete";
                      e.actor = c.spiffe_id;
                      e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}}.dump();
-                     auto applied = cp.store().Apply(std::span(&w, 1), std::span(&e, 1));
-                     if (!applied.ok()) return SendError(res, applied.error());
+                     // A CredentialSource's sealed secret goes in the same transaction.
+                     std::vector<store::BlobWrite> blobs;
                      if (*kind == resources::Kind::kCredentialSource) {
-                       // No blob delete in the Store interface: overwrite the sealed secrets with
-                       // nothing.
-                       const std::string empty = "{}";
-                       auto wiped = cp.PutSealedBlob(
-                           std::string(kSecretBlobPrefix) + w.name,
-                           std::span(reinterpret_cast<const uint8_t*>(empty.data()), empty.size()),
-                           {});
-                       if (!wiped.ok()) return SendError(res, wiped.error());
+                       blobs.push_back({std::string(kSecretBlobPrefix) + w.name, {}, true});
                      }
+                     auto applied =
+                         cp.store().ApplyWithBlobs(std::span(&w, 1), blobs, std::span(&e, 1));
+                     if (!applied.ok()) return SendError(res, applied.error());
                      SendJson(res, 200, {{"kind", w.kind}, {"name", w.name}, {"deleted", true}});
                    }));
 }

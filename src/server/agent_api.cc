@@ -18,7 +18,6 @@ constexpr std::array<std::string_view, 4> kSyncedKinds = {"WorkloadIdentity", "S
 constexpr std::string_view kNodePathPrefix = "/sigil/node/";
 constexpr int kMaxRequestBytes = 256 * 1024;  // CSRs and tokens are a few KiB
 constexpr int kSnapshotAttempts = 5;
-constexpr std::string_view kNeedsMatcher = "credential bindings are not implemented yet";
 
 std::span<const uint8_t> Bytes(const std::string& s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
@@ -148,14 +147,8 @@ Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& 
   }
   TimePoint now = cp_.clock().Now();
   if (now - node->last_seen >= kNodeLastSeenInterval) {
-    // Best effort; re-read so the write changes nothing but last_seen (see report: the store
-    // lacks a column-only update, so a concurrent revocation in between could be lost).
-    auto fresh = cp_.store().GetNode(name);
-    if (fresh.ok() && !fresh->revoked) {
-      fresh->last_seen = now;
-      (void)cp_.store().UpsertNode(*fresh, {});
-      node->last_seen = now;
-    }
+    // Best effort, and only the last_seen column: it cannot undo a concurrent revocation.
+    if (cp_.store().TouchNode(name, now).ok()) node->last_seen = now;
   }
   return node;
 }
@@ -349,11 +342,23 @@ grpc::Status AgentApi::MintJWTSVID(grpc::ServerContext* context,
 }
 
 grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,
-                                       const pb::FetchCredentialRequest* /*request*/,
-                                       pb::FetchCredentialResponse* /*response*/) {
+                                       const pb::FetchCredentialRequest* request,
+                                       pb::FetchCredentialResponse* response) {
   auto node = AuthenticateNode(*context);
   if (!node.ok()) return ToGrpcStatus(node.error());
-  return {grpc::StatusCode::UNIMPLEMENTED, std::string(kNeedsMatcher)};
+  auto grant = cp_.FetchCredential(node->name, request->binding(), ProcessOf(request->process()));
+  if (!grant.ok()) return ToGrpcStatus(grant.error());
+  // The protobuf message copies the secret into an ordinary std::string that gRPC frees after
+  // sending; the server's own copies are SecretBytes (wiped).
+  response->set_secret(std::string(grant->secret.view()));
+  response->set_expires_at(ToUnixSeconds(grant->expires_at));
+  for (const auto& [k, v] : grant->attributes) (*response->mutable_attributes())[k] = v;
+  for (const auto& [k, v] : grant->extra_secrets) {
+    (*response->mutable_extra_secrets())[k] = std::string(v.view());
+  }
+  response->set_spiffe_id(grant->spiffe_id);
+  response->set_source_type(grant->source_type);
+  return grpc::Status::OK;
 }
 
 Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,

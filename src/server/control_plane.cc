@@ -13,7 +13,6 @@ namespace sigil::server {
 namespace {
 
 constexpr std::string_view kAuthoritiesBlob = "authorities";
-constexpr std::string_view kWorkloadIdentityKind = "WorkloadIdentity";
 constexpr std::string_view kReservedPath = "/sigil";
 
 bool ValidNodeName(std::string_view name) {
@@ -242,18 +241,18 @@ Result<core::IssuedX509Svid> ControlPlane::RenewNodeSvid(const std::string& node
   SIGIL_ASSIGN_OR_RETURN(auto id,
                          core::SpiffeId::FromPath(trust_domain(), "/sigil/node/" + node_name));
   SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, pub, {}, options_.node_svid_ttl}));
-  std::string old_serial = node.svid_serial;
-  node.svid_serial = svid.leaf.SerialHex();
-  node.svid_expiry = svid.leaf.NotAfter();
-  node.last_seen = clock_.Now();
+  const std::string serial = svid.leaf.SerialHex();
+  const TimePoint expiry = svid.leaf.NotAfter();
   store::AuditEvent e = Event("node.renew", node.spiffe_id);
   e.node = node_name;
   e.identity = id.str();
-  e.details_json = nlohmann::json{{"serial", node.svid_serial},
-                                  {"previous_serial", old_serial},
-                                  {"expires", ToUnixSeconds(node.svid_expiry)}}
+  e.details_json = nlohmann::json{{"serial", serial},
+                                  {"previous_serial", node.svid_serial},
+                                  {"expires", ToUnixSeconds(expiry)}}
                        .dump();
-  SIGIL_TRY(store_->UpsertNode(node, std::span(&e, 1)));
+  // Conditional on "not revoked" inside the store transaction: a revocation that lands
+  // between the check above and this write still wins, and the new SVID is never recorded.
+  SIGIL_TRY(store_->RecordNodeSvid(node_name, serial, expiry, clock_.Now(), std::span(&e, 1)));
   return svid;
 }
 
@@ -286,14 +285,40 @@ Result<void> ControlPlane::PutSealedBlob(const std::string& name,
   return store_->PutBlob(name, sealed, audit);
 }
 
+Result<store::BlobWrite> ControlPlane::SealBlob(const std::string& name,
+                                                std::span<const uint8_t> plaintext) const {
+  SIGIL_ASSIGN_OR_RETURN(auto sealed, kek_.Seal(plaintext, name));
+  return store::BlobWrite{name, std::move(sealed), false};
+}
+
+Result<SecretBytes> ControlPlane::OpenSealedBlob(const std::string& name) {
+  SIGIL_ASSIGN_OR_RETURN(auto sealed, store_->GetBlob(name));
+  return kek_.Open(sealed, name);
+}
+
 }  // namespace sigil::server
 
 namespace sigil::server {
 
-struct ControlPlane::WorkloadMatch {
-  resources::WorkloadIdentitySpec spec;
-  core::SpiffeId id;
-};
+bool ControlPlane::IsWorkloadId(const core::SpiffeId& id) const {
+  const std::string& path = id.path();
+  bool reserved = path.starts_with(kReservedPath) &&
+                  (path.size() == kReservedPath.size() || path[kReservedPath.size()] == '/');
+  return id.trust_domain() == trust_domain() && !reserved;
+}
+
+Result<std::vector<ControlPlane::WorkloadMatch>> ControlPlane::HeldIdentities(
+    const std::string& node, const AttestedProcessInfo& process) {
+  SIGIL_ASSIGN_OR_RETURN(WorkloadCatalog::Snapshot identities, catalog_.Current());
+  std::vector<WorkloadMatch> held;
+  for (const resources::WorkloadIdentitySpec& spec : *identities) {
+    if (!spec.AllowsNode(node) || !spec.Matches(process.selectors)) continue;
+    auto id = spec.Render({node, process.uid});
+    if (!id.ok() || !IsWorkloadId(*id)) continue;
+    held.push_back(WorkloadMatch{spec, std::move(id).value()});
+  }
+  return held;
+}
 
 store::AuditEvent ControlPlane::WorkloadEvent(std::string type, const std::string& node,
                                               const AttestedProcessInfo& process) const {
@@ -309,34 +334,25 @@ Result<ControlPlane::WorkloadMatch> ControlPlane::MatchWorkload(const std::strin
                                                                 const std::string& requested_id,
                                                                 const AttestedProcessInfo& process,
                                                                 std::string_view svid_kind) {
-  SIGIL_ASSIGN_OR_RETURN(store::ResourceList list,
-                         store_->List(std::string(kWorkloadIdentityKind)));
+  SIGIL_ASSIGN_OR_RETURN(WorkloadCatalog::Snapshot identities, catalog_.Current());
   // Why the closest candidate (one rendering to requested_id) failed, for the audit record.
   std::string reason = "no WorkloadIdentity renders to the requested ID";
-  for (const store::StoredResource& item : list.items) {
-    auto resource =
-        resources::ResourceFromStored(item.kind, item.name, item.spec_json, item.resource_version);
-    if (!resource.ok()) continue;  // the store holds validated specs; skip anything else
-    auto spec = resources::WorkloadIdentitySpec::FromResource(*resource);
-    if (!spec.ok()) continue;
-    auto id = spec->Render({node, process.uid});
+  for (const resources::WorkloadIdentitySpec& spec : *identities) {
+    auto id = spec.Render({node, process.uid});
     if (!id.ok() || id->str() != requested_id) continue;
-    const std::string& path = id->path();
-    bool reserved = path.starts_with(kReservedPath) &&
-                    (path.size() == kReservedPath.size() || path[kReservedPath.size()] == '/');
-    if (id->trust_domain() != trust_domain() || reserved) {
-      reason = "WorkloadIdentity " + item.name + " renders outside this trust domain's workloads";
+    if (!IsWorkloadId(*id)) {
+      reason = "WorkloadIdentity " + spec.name + " renders outside this trust domain's workloads";
       continue;
     }
-    if (!spec->AllowsNode(node)) {
-      reason = "WorkloadIdentity " + item.name + " is not allowed on this node";
+    if (!spec.AllowsNode(node)) {
+      reason = "WorkloadIdentity " + spec.name + " is not allowed on this node";
       continue;
     }
-    if (!spec->Matches(process.selectors)) {
-      reason = "WorkloadIdentity " + item.name + ": selectors not satisfied";
+    if (!spec.Matches(process.selectors)) {
+      reason = "WorkloadIdentity " + spec.name + ": selectors not satisfied";
       continue;
     }
-    return WorkloadMatch{std::move(spec).value(), std::move(id).value()};
+    return WorkloadMatch{spec, std::move(id).value()};
   }
   store::AuditEvent e = WorkloadEvent("svid.denied", node, process);
   e.identity = requested_id;

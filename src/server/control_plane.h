@@ -24,7 +24,9 @@
 #include "core/authority_set.h"
 #include "core/kek.h"
 #include "core/trust_bundle.h"
+#include "resources/resource.h"
 #include "server/metrics.h"
+#include "server/workload_catalog.h"
 #include "store/store.h"
 
 namespace sigil::server {
@@ -65,6 +67,24 @@ struct AttestedProcessInfo {
   std::string cgroup;
   std::string container_id;
   std::vector<std::string> selectors;  // "unix:uid:1000", "unix:path:/usr/bin/x", ...
+};
+
+// Sealed credential-source secrets live in store blob kCredentialSecretBlobPrefix + source name
+// (a JSON object of the secret fields, e.g. {"spec.value": "..."}).
+inline constexpr std::string_view kCredentialSecretBlobPrefix = "secret/";
+// How long an agent may hold a static/aws secret it fetched before fetching again.
+inline constexpr Seconds kCredentialGrantTtl{300};
+
+// One FetchCredential answer: the secret for (binding, attested process).
+struct CredentialGrant {
+  std::string binding;
+  std::string source;
+  std::string source_type;  // static | aws | jwt
+  std::string spiffe_id;    // the identity of the process the binding allows
+  SecretBytes secret;       // static: value; aws: secretAccessKey; jwt: the JWT-SVID
+  std::vector<std::pair<std::string, SecretBytes>> extra_secrets;  // aws: sessionToken
+  std::vector<std::pair<std::string, std::string>> attributes;     // accessKeyId, region, ...
+  TimePoint expires_at;
 };
 
 struct NodeJoin {
@@ -112,6 +132,22 @@ class ControlPlane {
   // appending `audit` in the same transaction. For credential-source secrets.
   Result<void> PutSealedBlob(const std::string& name, std::span<const uint8_t> plaintext,
                              std::span<const store::AuditEvent> audit);
+  // The same sealing, for a blob written by the caller inside a larger batch
+  // (store::Store::ApplyWithBlobs), so a resource and its secret commit together.
+  Result<store::BlobWrite> SealBlob(const std::string& name,
+                                    std::span<const uint8_t> plaintext) const;
+  // Reads and unseals blob `name` (NotFound if absent; Unauthenticated if it does not open
+  // under this KEK with this name).
+  Result<SecretBytes> OpenSealedBlob(const std::string& name);
+
+  // Writes validated resources (from resources::ParseDocuments*) in ONE store transaction:
+  // each canonical spec (secrets redacted; metadata.resourceVersion as the expected version),
+  // one `audit_type` event per document, and for each CredentialSource its secret fields
+  // sealed under the KEK as blob kCredentialSecretBlobPrefix + name with a "secret.store"
+  // event. All or nothing.
+  Result<store::ApplyResult> ApplyResources(std::span<const resources::Resource> batch,
+                                            const std::string& actor,
+                                            const std::string& audit_type);
 
   // --- Agent API support (used by server/agent_api) ---
   const Clock& clock() const { return clock_; }
@@ -130,7 +166,8 @@ class ControlPlane {
   // selector among process.selectors, allows `node` (spec.nodes), and renders (node name,
   // process uid) to exactly `requested_id` in this trust domain, outside /sigil/. Otherwise
   // PermissionDenied "no WorkloadIdentity matches ...", audited as "svid.denied".
-  // Limitation: every call lists and parses all WorkloadIdentity objects (O(n), no cache).
+  // The parsed identities are cached per store revision (WorkloadCatalog); matching is a
+  // linear scan of their selectors.
   //
   // X.509: verifies `csr_der` (self-signature, key policy), issues with the identity's ttl and
   // dnsNames, audits "svid.issue" (node, identity, pid, exe; sha256, uid, cgroup, serial,
@@ -146,17 +183,32 @@ class ControlPlane {
       const std::string& node, const std::string& requested_id,
       const std::vector<std::string>& audience, const AttestedProcessInfo& process);
 
+  // The credential of CredentialBinding `binding` for a process attested on `node`: the
+  // process must hold (HeldIdentities) a SPIFFE ID the binding's `identities` patterns match.
+  // Every grant is audited "credential.grant" (binding, source, type, identity, pid, exe,
+  // expiry; never the value) before it is returned; every refusal "credential.denied" with
+  // its reason. NotFound for an unknown binding or source; PermissionDenied when the process
+  // holds no matching identity; FailedPrecondition for a binding without a source (svid-pem:
+  // the agent serves the process's own SVID); Unimplemented for oauth2-client-credentials
+  // sources (the token broker comes with credential injection).
+  Result<CredentialGrant> FetchCredential(const std::string& node, const std::string& binding,
+                                          const AttestedProcessInfo& process);
+
  private:
   ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
                const Clock& clock)
       : options_(std::move(options)),
         store_(std::move(store)),
         kek_(std::move(kek)),
-        clock_(clock) {}
+        clock_(clock),
+        catalog_(*store_) {}
   Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
   Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
   store::AuditEvent Event(std::string type, std::string actor) const;
-  struct WorkloadMatch;
+  struct WorkloadMatch {
+    resources::WorkloadIdentitySpec spec;
+    core::SpiffeId id;
+  };
   // The identity `process` on `node` may hold as `requested_id` (see SignWorkloadSvid);
   // audits "svid.denied" (with `svid_kind` "x509" or "jwt") when there is none.
   Result<WorkloadMatch> MatchWorkload(const std::string& node, const std::string& requested_id,
@@ -164,12 +216,19 @@ class ControlPlane {
                                       std::string_view svid_kind);
   store::AuditEvent WorkloadEvent(std::string type, const std::string& node,
                                   const AttestedProcessInfo& process) const;
+  // Every identity `process` on `node` holds (selectors, node scope, rendering inside this
+  // trust domain's workload space), in WorkloadIdentity name order.
+  Result<std::vector<WorkloadMatch>> HeldIdentities(const std::string& node,
+                                                    const AttestedProcessInfo& process);
+  // In this trust domain and outside the reserved /sigil tree.
+  bool IsWorkloadId(const core::SpiffeId& id) const;
 
   const ControlPlaneOptions options_;
   std::unique_ptr<store::Store> store_;
   const core::Kek kek_;
   const Clock& clock_;
   bool created_ = false;
+  WorkloadCatalog catalog_;  // over *store_
 
   metrics::ServerMetrics* metrics_ = nullptr;  // set once before serving
 

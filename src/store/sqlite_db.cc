@@ -173,6 +173,8 @@ Result<Statement> Connection::Prepare(std::string_view sql) {
   return Statement(db_, stmt, &slot->second.in_use, /*owned=*/false);
 }
 
+int64_t Connection::Changes() const { return sqlite3_changes64(db_); }
+
 Result<void> Connection::Exec(const char* sql) {
   char* err = nullptr;
   int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);

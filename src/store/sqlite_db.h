@@ -92,6 +92,9 @@ class Connection {
   // The single integer a query like "PRAGMA user_version" yields.
   Result<int64_t> QueryInt(std::string_view sql);
 
+  // Rows changed by the last INSERT/UPDATE/DELETE on this connection.
+  int64_t Changes() const;
+
   sqlite3* raw() const { return db_; }
 
  private:

@@ -167,8 +167,9 @@ Result<WriteResult> SqliteStore::ApplyOne(const ResourceWrite& w, uint64_t revis
   return WriteResult{w.kind, w.name, is_delete ? 0 : revision, /*changed=*/true};
 }
 
-Result<ApplyResult> SqliteStore::Apply(std::span<const ResourceWrite> writes,
-                                       std::span<const AuditEvent> audit) {
+Result<ApplyResult> SqliteStore::ApplyWithBlobs(std::span<const ResourceWrite> writes,
+                                                std::span<const BlobWrite> blobs,
+                                                std::span<const AuditEvent> audit) {
   std::set<std::pair<std::string_view, std::string_view>> seen;
   for (const ResourceWrite& w : writes) {
     SIGIL_TRY(internal::ValidateKey("resource kind", w.kind, internal::kMaxKindBytes));
@@ -179,6 +180,17 @@ Result<ApplyResult> SqliteStore::Apply(std::span<const ResourceWrite> writes,
     }
     if (!seen.emplace(w.kind, w.name).second) {
       return InvalidArgument("store: batch writes " + key + " more than once");
+    }
+  }
+  std::set<std::string_view> blob_names;
+  for (const BlobWrite& b : blobs) {
+    SIGIL_TRY(internal::ValidateKey("blob name", b.name, internal::kMaxNameBytes));
+    if (b.bytes.size() > internal::kMaxBlobBytes) {
+      return ResourceExhausted("store: blob " + b.name + " is larger than " +
+                               std::to_string(internal::kMaxBlobBytes) + " bytes");
+    }
+    if (!blob_names.insert(b.name).second) {
+      return InvalidArgument("store: batch writes blob " + b.name + " more than once");
     }
   }
   auto result = [&] {
@@ -193,6 +205,7 @@ Result<ApplyResult> SqliteStore::Apply(std::span<const ResourceWrite> writes,
         changed = changed || wr.changed;
         out.writes.push_back(std::move(wr));
       }
+      for (const BlobWrite& b : blobs) SIGIL_TRY(PutBlobLocked(b));
       if (changed) SIGIL_TRY(WriteMeta("revision", ++revision));
       out.revision = revision;
       SIGIL_ASSIGN_OR_RETURN(out.audit_seqs, AppendAuditLocked(audit));

@@ -39,8 +39,9 @@ class SqliteStore final : public Store {
   ~SqliteStore() override = default;
 
   // Store
-  Result<ApplyResult> Apply(std::span<const ResourceWrite> writes,
-                            std::span<const AuditEvent> audit) override;
+  Result<ApplyResult> ApplyWithBlobs(std::span<const ResourceWrite> writes,
+                                     std::span<const BlobWrite> blobs,
+                                     std::span<const AuditEvent> audit) override;
   Result<StoredResource> Get(const std::string& kind, const std::string& name) override;
   Result<ResourceList> List(const std::string& kind) override;
   Result<uint64_t> CurrentRevision() override;
@@ -58,6 +59,9 @@ class SqliteStore final : public Store {
 
   Result<void> UpsertNode(const NodeRecord& node, std::span<const AuditEvent> audit) override;
   Result<NodeRecord> GetNode(const std::string& name) override;
+  Result<void> TouchNode(const std::string& name, TimePoint seen) override;
+  Result<void> RecordNodeSvid(const std::string& name, const std::string& serial, TimePoint expiry,
+                              TimePoint now, std::span<const AuditEvent> audit) override;
   Result<std::vector<NodeRecord>> ListNodes() override;
 
   Result<void> PutBlob(const std::string& name, std::span<const uint8_t> bytes,
@@ -81,6 +85,7 @@ class SqliteStore final : public Store {
   Result<WriteResult> ApplyOne(const ResourceWrite& w, uint64_t revision, int64_t now_us);
   // Appends `events` to the chain after the current head; returns their seqs.
   Result<std::vector<uint64_t>> AppendAuditLocked(std::span<const AuditEvent> events);
+  Result<void> PutBlobLocked(const BlobWrite& blob);
   Result<std::optional<JoinTokenRecord>> ReadJoinToken(const std::string& token_hash);
   // Runs `body` in a write transaction and commits; nothing persists if it fails.
   template <class F>

@@ -228,12 +228,56 @@ Result<void> SqliteStore::PutBlob(const std::string& name, std::span<const uint8
   }
   std::lock_guard lock(mu_);
   return InWriteTxn([&]() -> Result<void> {
-    SIGIL_ASSIGN_OR_RETURN(
-        auto up, conn_->Prepare("INSERT INTO blobs (name, data, updated_us) VALUES (?1, ?2, ?3)"
-                                " ON CONFLICT (name) DO UPDATE SET data = excluded.data, "
-                                "updated_us = excluded.updated_us"));
-    up.Bind(1, name).BindBlob(2, bytes);
-    SIGIL_TRY(up.Bind(3, ToMicros(options_.clock->Now())).Run());
+    SIGIL_TRY(PutBlobLocked(BlobWrite{name, {bytes.begin(), bytes.end()}, false}));
+    SIGIL_TRY(AppendAuditLocked(audit));
+    return Ok();
+  });
+}
+
+Result<void> SqliteStore::PutBlobLocked(const BlobWrite& blob) {
+  if (blob.erase) {
+    SIGIL_ASSIGN_OR_RETURN(auto del, conn_->Prepare("DELETE FROM blobs WHERE name = ?1"));
+    return del.Bind(1, blob.name).Run();
+  }
+  SIGIL_ASSIGN_OR_RETURN(
+      auto up, conn_->Prepare("INSERT INTO blobs (name, data, updated_us) VALUES (?1, ?2, ?3)"
+                              " ON CONFLICT (name) DO UPDATE SET data = excluded.data, "
+                              "updated_us = excluded.updated_us"));
+  up.Bind(1, blob.name).BindBlob(2, blob.bytes);
+  return up.Bind(3, ToMicros(options_.clock->Now())).Run();
+}
+
+Result<void> SqliteStore::TouchNode(const std::string& name, TimePoint seen) {
+  std::lock_guard lock(mu_);
+  return InWriteTxn([&]() -> Result<void> {
+    SIGIL_ASSIGN_OR_RETURN(auto up,
+                           conn_->Prepare("UPDATE nodes SET last_seen_us = max(last_seen_us, ?2)"
+                                          " WHERE name = ?1"));
+    SIGIL_TRY(up.Bind(1, name).Bind(2, ToMicros(seen)).Run());
+    if (conn_->Changes() == 0) return NotFound("store: node " + name + " not found");
+    return Ok();
+  });
+}
+
+Result<void> SqliteStore::RecordNodeSvid(const std::string& name, const std::string& serial,
+                                         TimePoint expiry, TimePoint now,
+                                         std::span<const AuditEvent> audit) {
+  std::lock_guard lock(mu_);
+  return InWriteTxn([&]() -> Result<void> {
+    SIGIL_ASSIGN_OR_RETURN(auto up,
+                           conn_->Prepare("UPDATE nodes SET svid_serial = ?2, svid_expiry_us = ?3,"
+                                          " last_seen_us = max(last_seen_us, ?4)"
+                                          " WHERE name = ?1 AND revoked = 0"));
+    up.Bind(1, name).Bind(2, serial).Bind(3, ToMicros(expiry));
+    SIGIL_TRY(up.Bind(4, ToMicros(now)).Run());
+    if (conn_->Changes() == 0) {
+      SIGIL_ASSIGN_OR_RETURN(auto probe,
+                             conn_->Prepare("SELECT revoked FROM nodes WHERE name = ?1"));
+      probe.Bind(1, name);
+      SIGIL_ASSIGN_OR_RETURN(bool found, probe.Step());
+      if (!found) return NotFound("store: node " + name + " not found");
+      return PermissionDenied("store: node " + name + " is revoked");
+    }
     SIGIL_TRY(AppendAuditLocked(audit));
     return Ok();
   });

@@ -71,6 +71,14 @@ struct WriteResult {
   bool changed = false;
 };
 
+// A sealed blob written in the same transaction as resource writes (e.g. a CredentialSource's
+// secret next to the source itself), or erased (`erase`: a missing blob is not an error).
+struct BlobWrite {
+  std::string name{};
+  std::vector<uint8_t> bytes{};  // already encrypted by the caller; ignored with `erase`
+  bool erase = false;
+};
+
 struct ApplyResult {
   // The store revision after the batch. All changes of one batch share one revision.
   uint64_t revision = 0;
@@ -207,8 +215,14 @@ class Store {
   // Applies all writes and appends all audit events in ONE transaction: all or nothing. A
   // batch may not name the same (kind, name) twice. Deleting a missing resource is
   // NotFound. An empty `writes` with events is a plain audit append.
-  virtual Result<ApplyResult> Apply(std::span<const ResourceWrite> writes,
-                                    std::span<const AuditEvent> audit) = 0;
+  // `blobs` are written (or erased) in that same transaction.
+  virtual Result<ApplyResult> ApplyWithBlobs(std::span<const ResourceWrite> writes,
+                                             std::span<const BlobWrite> blobs,
+                                             std::span<const AuditEvent> audit) = 0;
+  Result<ApplyResult> Apply(std::span<const ResourceWrite> writes,
+                            std::span<const AuditEvent> audit) {
+    return ApplyWithBlobs(writes, {}, audit);
+  }
   virtual Result<StoredResource> Get(const std::string& kind, const std::string& name) = 0;
   virtual Result<ResourceList> List(const std::string& kind) = 0;
   virtual Result<uint64_t> CurrentRevision() = 0;
@@ -242,6 +256,15 @@ class Store {
   // --- Nodes ---
   virtual Result<void> UpsertNode(const NodeRecord& node, std::span<const AuditEvent> audit) = 0;
   virtual Result<NodeRecord> GetNode(const std::string& name) = 0;
+  // Moves last_seen forward to `seen` (never backwards) and touches nothing else, so it can
+  // never undo a concurrent revocation or renewal. NotFound for an unknown node.
+  virtual Result<void> TouchNode(const std::string& name, TimePoint seen) = 0;
+  // Records a renewed node SVID (serial, expiry; last_seen = `now`) only while the node is
+  // not revoked, with `audit` in the same transaction. NotFound for an unknown node;
+  // PermissionDenied if it was revoked (also when the revocation raced this call).
+  virtual Result<void> RecordNodeSvid(const std::string& name, const std::string& serial,
+                                      TimePoint expiry, TimePoint now,
+                                      std::span<const AuditEvent> audit) = 0;
   virtual Result<std::vector<NodeRecord>> ListNodes() = 0;  // ordered by name
 
   // --- Encrypted blobs (CA keys, ...): the caller encrypts; bytes are opaque here ---

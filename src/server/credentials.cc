@@ -1,0 +1,195 @@
+// ControlPlane::FetchCredential: credential grants for attested processes (agent API).
+#include <openssl/crypto.h>
+
+#include <nlohmann/json.hpp>
+
+#include "common/duration.h"
+#include "core/jwt_svid.h"
+#include "resources/identity_pattern.h"
+#include "server/control_plane.h"
+
+namespace sigil::server {
+namespace {
+
+// The sealed secret fields of a source, as SecretBytes; the parsed JSON copies are wiped.
+Result<std::vector<std::pair<std::string, SecretBytes>>> SecretFields(const SecretBytes& plain,
+                                                                      const std::string& source) {
+  nlohmann::json fields = nlohmann::json::parse(plain.view(), nullptr, false);
+  if (!fields.is_object()) {
+    return Internal("credential source " + source + ": sealed secret is not a JSON object");
+  }
+  std::vector<std::pair<std::string, SecretBytes>> out;
+  for (auto& [key, value] : fields.items()) {
+    if (!value.is_string()) continue;
+    auto& text = value.get_ref<std::string&>();
+    out.emplace_back(key, SecretBytes::Copy(text));
+    OPENSSL_cleanse(text.data(), text.size());
+  }
+  return out;
+}
+
+SecretBytes* FindField(std::vector<std::pair<std::string, SecretBytes>>& fields,
+                       std::string_view key) {
+  for (auto& [k, v] : fields) {
+    if (k == key) return &v;
+  }
+  return nullptr;
+}
+
+std::string StringField(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+}  // namespace
+
+Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
+                                                      const std::string& binding,
+                                                      const AttestedProcessInfo& process) {
+  auto deny = [&](Error error, const std::string& identity) -> Error {
+    store::AuditEvent e = WorkloadEvent("credential.denied", node, process);
+    e.identity = identity;
+    e.details_json = nlohmann::json{
+        {"binding", binding},
+        {"reason", error.message()},
+        {"exe_sha256", process.exe_sha256},
+        {"uid", process.uid},
+        {"cgroup",
+         process.cgroup}}.dump();
+    (void)store_->AppendAudit(std::span(&e, 1));  // best effort: the refusal stands anyway
+    return error;
+  };
+
+  auto stored = store_->Get("CredentialBinding", binding);
+  if (!stored.ok()) {
+    if (stored.error().code() != ErrorCode::kNotFound) return std::move(stored).error();
+    return deny(NotFound("credential binding \"" + binding + "\" not found"), "");
+  }
+  nlohmann::json spec = nlohmann::json::parse(stored->spec_json, nullptr, false);
+  if (!spec.is_object())
+    return Internal("credential binding " + binding + ": stored spec unreadable");
+
+  // The identity the process holds that the binding allows.
+  std::vector<resources::IdentityPattern> patterns;
+  if (auto ids = spec.find("identities"); ids != spec.end() && ids->is_array()) {
+    for (const auto& p : *ids) {
+      if (!p.is_string()) continue;
+      auto pattern = resources::IdentityPattern::Parse(p.get<std::string>());
+      if (pattern.ok()) patterns.push_back(std::move(pattern).value());
+    }
+  }
+  SIGIL_ASSIGN_OR_RETURN(std::vector<WorkloadMatch> held, HeldIdentities(node, process));
+  const WorkloadMatch* granted = nullptr;
+  for (const WorkloadMatch& m : held) {
+    for (const auto& pattern : patterns) {
+      if (pattern.Matches(m.id)) {
+        granted = &m;
+        break;
+      }
+    }
+    if (granted != nullptr) break;
+  }
+  if (granted == nullptr) {
+    std::string why = held.empty() ? "the process holds no identity on node " + node
+                                   : "none of the process's " + std::to_string(held.size()) +
+                                         " identities is in binding " + binding + ".identities";
+    return deny(PermissionDenied("credential binding \"" + binding + "\" denied for pid " +
+                                 std::to_string(process.pid) + ": " + why),
+                held.empty() ? "" : held.front().id.str());
+  }
+  const std::string identity = granted->id.str();
+
+  const std::string source = StringField(spec, "source");
+  if (source.empty()) {
+    return deny(FailedPrecondition("credential binding \"" + binding +
+                                   "\" has no source: it delivers the process's own SVID, "
+                                   "which the agent serves without the server"),
+                identity);
+  }
+  auto source_stored = store_->Get("CredentialSource", source);
+  if (!source_stored.ok()) {
+    if (source_stored.error().code() != ErrorCode::kNotFound) {
+      return std::move(source_stored).error();
+    }
+    return deny(
+        NotFound("credential binding \"" + binding + "\": source \"" + source + "\" not found"),
+        identity);
+  }
+  nlohmann::json source_spec = nlohmann::json::parse(source_stored->spec_json, nullptr, false);
+  if (!source_spec.is_object()) {
+    return Internal("credential source " + source + ": stored spec unreadable");
+  }
+
+  CredentialGrant grant;
+  grant.binding = binding;
+  grant.source = source;
+  grant.source_type = StringField(source_spec, "type");
+  grant.spiffe_id = identity;
+  const TimePoint now = clock_.Now();
+  grant.expires_at = now + kCredentialGrantTtl;
+
+  if (grant.source_type == "static" || grant.source_type == "aws") {
+    auto plain = OpenSealedBlob(std::string(kCredentialSecretBlobPrefix) + source);
+    if (!plain.ok()) {
+      return deny(plain.error().WithContext("credential source " + source + ": sealed secret"),
+                  identity);
+    }
+    SIGIL_ASSIGN_OR_RETURN(auto fields, SecretFields(*plain, source));
+    const char* primary = grant.source_type == "static" ? "spec.value" : "spec.secretAccessKey";
+    SecretBytes* value = FindField(fields, primary);
+    if (value == nullptr) {
+      return deny(Internal("credential source " + source + ": sealed secret lacks " + primary),
+                  identity);
+    }
+    grant.secret = std::move(*value);
+    if (grant.source_type == "aws") {
+      grant.attributes.emplace_back("accessKeyId", StringField(source_spec, "accessKeyId"));
+      if (auto region = StringField(source_spec, "region"); !region.empty()) {
+        grant.attributes.emplace_back("region", region);
+      }
+      if (SecretBytes* token = FindField(fields, "spec.sessionToken")) {
+        grant.extra_secrets.emplace_back("sessionToken", std::move(*token));
+      }
+    }
+  } else if (grant.source_type == "jwt") {
+    const std::string audience = StringField(source_spec, "audience");
+    Seconds ttl = core::kDefaultJwtSvidTtl;
+    if (auto it = source_spec.find("ttl"); it != source_spec.end() && it->is_string()) {
+      auto parsed = ParseDuration(it->get<std::string>());
+      if (parsed.ok()) ttl = *parsed;
+    }
+    std::string token;
+    {
+      std::lock_guard lock(mu_);
+      SIGIL_ASSIGN_OR_RETURN(token, authorities_->MintJwtSvid(granted->id, {audience}, now, ttl));
+    }
+    SIGIL_ASSIGN_OR_RETURN(core::JwtSvid parsed, core::ParseJwtSvidInsecure(token));
+    grant.expires_at = parsed.expiry;
+    grant.attributes.emplace_back("audience", audience);
+    grant.secret = SecretBytes::Copy(token);
+    OPENSSL_cleanse(token.data(), token.size());
+  } else {
+    return deny(Error(ErrorCode::kUnimplemented, "credential source " + source + ": type \"" +
+                                                     grant.source_type +
+                                                     "\" is not served by FetchCredential yet"),
+                identity);
+  }
+
+  store::AuditEvent e = WorkloadEvent("credential.grant", node, process);
+  e.identity = identity;
+  e.details_json = nlohmann::json{{"binding", binding},
+                                  {"source", source},
+                                  {"type", grant.source_type},
+                                  {"workload_identity", granted->spec.name},
+                                  {"exe_sha256", process.exe_sha256},
+                                  {"uid", process.uid},
+                                  {"cgroup", process.cgroup},
+                                  {"container_id", process.container_id},
+                                  {"expires", ToUnixSeconds(grant.expires_at)}}
+                       .dump();
+  // No secret leaves the server unaudited.
+  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  return grant;
+}
+
+}  // namespace sigil::server
