@@ -5,12 +5,20 @@
 //   kek                 key-encryption key, 0600 (unless --kek-file points elsewhere)
 //   admin/              cert.pem, key.pem (0600), bundle.pem: spiffe://TD/sigil/admin
 //   admin-readonly/     the same for spiffe://TD/sigil/admin/readonly
+//   tls/                the server's own TLS identity for the agent API (gRPC re-reads it):
+//                       server.key (0600; new each start), server.crt, roots.pem
 #include <signal.h>
 #include <sys/stat.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <condition_variable>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "cli/commands.h"
@@ -21,6 +29,7 @@
 #include "server/control_plane.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
+#include "server/server_identity.h"
 #include "store/sqlite_store.h"
 
 namespace sigil::cli {
@@ -96,7 +105,98 @@ struct Flags {
   std::string metrics_listen;  // empty: 127.0.0.1:kDefaultMetricsPort
   std::string log_format = "text";
   Seconds ca_ttl = core::kDefaultCaTtl;
+  std::string server_names;  // comma-separated DNS SANs; empty: localhost + hostname
+  Seconds server_cert_ttl = server::kDefaultNodeSvidTtl;
 };
+
+std::vector<std::string> ServerNames(const std::string& flag) {
+  std::vector<std::string> names;
+  if (flag.empty()) {
+    names.push_back("localhost");
+    char host[256] = {};
+    if (::gethostname(host, sizeof host - 1) == 0 && host[0] != '\0' &&
+        std::string_view(host) != "localhost") {
+      names.emplace_back(host);
+    }
+    return names;
+  }
+  size_t start = 0;
+  while (start <= flag.size()) {
+    size_t comma = flag.find(',', start);
+    if (comma == std::string::npos) comma = flag.size();
+    if (comma > start) names.push_back(flag.substr(start, comma - start));
+    start = comma + 1;
+  }
+  return names;
+}
+
+// Background upkeep: CA rotation, join-token expiry audits, server certificate renewal.
+class Maintenance {
+ public:
+  Maintenance(server::ControlPlane& cp, server::ServerIdentity& identity, server::Logger& log,
+              std::chrono::seconds interval, std::string data_dir)
+      : cp_(cp),
+        identity_(identity),
+        log_(log),
+        interval_(interval),
+        data_dir_(std::move(data_dir)) {
+    thread_ = std::thread([this] { Run(); });
+  }
+  ~Maintenance() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+ private:
+  void Run() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, interval_, [this] { return stop_; })) {
+      lock.unlock();
+      Tick();
+      lock.lock();
+    }
+  }
+  void Tick();
+
+  server::ControlPlane& cp_;
+  server::ServerIdentity& identity_;
+  server::Logger& log_;
+  const std::chrono::seconds interval_;
+  const std::string data_dir_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;  // guarded by mu_
+  std::thread thread_;
+};
+
+void Maintenance::Tick() {
+  if (auto rotated = cp_.RotateIfDue(); !rotated.ok()) {
+    log_.Error("ca.rotate.fail", {{"error", rotated.error().message()}});
+  } else if (*rotated) {
+    log_.Info("ca.rotate", {{"bundle_sequence", cp_.Bundle().sequence()}});
+    for (const auto& dir : {data_dir_ + "/admin", data_dir_ + "/admin-readonly"}) {
+      if (auto r = WriteBundle(cp_, dir); !r.ok()) {
+        log_.Error("bundle.write.fail", {{"error", r.error().message()}});
+      }
+    }
+  }
+  if (auto expired = cp_.SweepExpiredTokens(); !expired.ok()) {
+    log_.Error("token.sweep.fail", {{"error", expired.error().message()}});
+  } else if (*expired > 0) {
+    log_.Info("token.expired", {{"count", *expired}});
+  }
+  if (auto renewed = identity_.Refresh(); !renewed.ok()) {
+    log_.Error("server.credential.renew.fail", {{"error", renewed.error().message()}});
+  } else if (*renewed) {
+    auto m = identity_.Current();
+    log_.Info("server.credential.renew",
+              {{"serial", m->serial}, {"expires", ToUnixSeconds(m->not_after)}});
+  }
+}
 
 int Serve(const Flags& f, server::Logger& log) {
   auto fail = [&](std::string_view what, const Error& e) {
@@ -126,6 +226,7 @@ int Serve(const Flags& f, server::Logger& log) {
   if (!td.ok()) return fail("trust-domain", td.error());
   server::ControlPlaneOptions options{{*td}, {}, {}};
   options.ca.ttl = f.ca_ttl;
+  options.server_svid_ttl = f.server_cert_ttl;
   auto cp = server::ControlPlane::Open(std::move(options), std::move(*store), std::move(*kek),
                                        Clock::System());
   if (!cp.ok()) return fail("control-plane", cp.error());
@@ -159,7 +260,13 @@ int Serve(const Flags& f, server::Logger& log) {
         return static_cast<double>(*rev);
       });
 
+  // The server's TLS identity, shared by the admin and agent APIs and renewed at half-life.
+  auto identity =
+      server::ServerIdentity::Create(plane, ServerNames(f.server_names), f.data_dir + "/tls");
+  if (!identity.ok()) return fail("server-credential", identity.error());
+
   server::AdminApiOptions admin_opts;
+  admin_opts.identity = identity->get();
   admin_opts.host = admin_addr->first;
   admin_opts.port = admin_addr->second;
   admin_opts.metrics = &metrics;
@@ -172,10 +279,12 @@ int Serve(const Flags& f, server::Logger& log) {
   agent_service.AttachMetrics(&metrics);
   std::unique_ptr<grpc::Server> agent_server;
   if (!f.agent_listen.empty() && f.agent_listen != "off") {
-    auto cred = plane.IssueServerCredential({"localhost"});
-    if (!cred.ok()) return fail("agent-api", cred.error());
-    server::ServerTlsIdentity tls{cred->chain_pem, std::move(cred->key_pem),
-                                  plane.Bundle().X509AuthoritiesPem()};
+    server::ServerTlsIdentity tls;
+    tls.key_file = (*identity)->key_path();
+    tls.chain_file = (*identity)->chain_path();
+    tls.roots_file = (*identity)->roots_path();
+    tls.refresh_seconds =
+        static_cast<unsigned>(std::clamp<int64_t>(f.server_cert_ttl.count() / 8, 1, 60));
     int agent_port = 0;
     auto started = server::StartAgentApi(agent_service, f.agent_listen, tls, &agent_port);
     if (!started.ok()) return fail("agent-api", started.error());
@@ -206,12 +315,17 @@ int Serve(const Flags& f, server::Logger& log) {
       return fail("ready-file", r.error());
   }
 
+  auto maintenance = std::make_unique<Maintenance>(
+      plane, **identity, log,
+      std::chrono::seconds(std::clamp<int64_t>(f.server_cert_ttl.count() / 8, 1, 10)), f.data_dir);
+
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   int sig = 0;
   sigwait(&set, &sig);
+  maintenance.reset();
   log.Info("server.shutdown", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
   if (agent_server) {
     agent_service.Shutdown();
@@ -232,7 +346,7 @@ int RunServer(std::span<const std::string> args) {
   FlagSet flags(
       "server --data-dir DIR [--trust-domain TD] [--admin-listen HOST:PORT] "
       "[--agent-listen HOST:PORT] [--metrics-listen HOST:PORT] [--kek-file FILE] [--log-format "
-      "text|json] [--ca-ttl DUR] "
+      "text|json] [--ca-ttl DUR] [--server-name NAMES] [--server-cert-ttl DUR] "
       "[--ready-file PATH]",
       "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
       "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
@@ -247,6 +361,12 @@ int RunServer(std::span<const std::string> args) {
   flags.String("kek-file", &f.kek_file, "key-encryption key file (default DIR/kek)");
   flags.String("log-format", &f.log_format, "text or json (default text)");
   flags.Duration("ca-ttl", &f.ca_ttl, "CA certificate lifetime on first start");
+  flags.String("server-name", &f.server_names,
+               "comma-separated DNS names for the server certificate, as agents and admins dial "
+               "it (default: localhost and this host's name)");
+  flags.Duration("server-cert-ttl", &f.server_cert_ttl,
+                 "lifetime of the server's own TLS certificate, renewed at half-life (default "
+                 "24h)");
   flags.String(
       "ready-file", &f.ready_file,
       "write \"admin=HOST:PORT\" (and \"agent=...\", \"metrics=...\") here once listening");

@@ -11,6 +11,7 @@
 #include "common/ossl.h"
 #include "core/certificate.h"
 #include "server/admin_internal.h"
+#include "server/server_identity.h"
 
 namespace sigil::server {
 namespace admin {
@@ -102,6 +103,7 @@ std::optional<nlohmann::json> JsonBody(const httplib::Request& req, httplib::Res
 }  // namespace admin
 
 struct AdminApi::Impl {
+  std::unique_ptr<ServerIdentity> own_identity;  // when options.identity was not given
   std::unique_ptr<httplib::SSLServer> server;
   std::thread thread;
   std::string host;
@@ -111,29 +113,14 @@ struct AdminApi::Impl {
 
 namespace {
 
-bool ConfigureTls(SSL_CTX& ctx, const AdminCredential& cred, const core::TrustBundle& bundle) {
+bool ConfigureTls(SSL_CTX& ctx, ServerIdentity& identity) {
   SSL_CTX_set_min_proto_version(&ctx, TLS1_2_VERSION);
   SSL_CTX_set_options(
       &ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
   if (SSL_CTX_set_cipher_list(&ctx, "ECDHE+AESGCM:ECDHE+CHACHA20") != 1) return false;
-  BioPtr chain(BIO_new_mem_buf(cred.chain_pem.data(), static_cast<int>(cred.chain_pem.size())));
-  if (!chain) return false;
-  X509Ptr leaf(PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr));
-  if (!leaf || SSL_CTX_use_certificate(&ctx, leaf.get()) != 1) return false;
-  while (X509* extra = PEM_read_bio_X509(chain.get(), nullptr, nullptr, nullptr)) {
-    X509Ptr owned(extra);
-    if (SSL_CTX_add1_chain_cert(&ctx, owned.get()) != 1) return false;
-  }
-  ERR_clear_error();  // end of the PEM stream
-  BioPtr key_bio(BIO_new_mem_buf(cred.key_pem.data(), static_cast<int>(cred.key_pem.size())));
-  if (!key_bio) return false;
-  EvpPkeyPtr key(PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
-  if (!key || SSL_CTX_use_PrivateKey(&ctx, key.get()) != 1) return false;
-  if (SSL_CTX_check_private_key(&ctx) != 1) return false;
-  X509_STORE* store = SSL_CTX_get_cert_store(&ctx);
-  for (const auto& root : bundle.x509_authorities()) {
-    if (X509_STORE_add_cert(store, root.get()) != 1) return false;
-  }
+  // Certificate, key and client-verification roots come from `identity` per handshake, so a
+  // renewed certificate or a rotated CA takes effect without restarting the listener.
+  if (!identity.InstallOn(ctx)) return false;
   SSL_CTX_set_verify(&ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
   SSL_CTX_set_verify_depth(&ctx, 4);
   return true;
@@ -155,12 +142,15 @@ void AdminApi::Stop() {
 
 Result<std::unique_ptr<AdminApi>> AdminApi::Start(ControlPlane& cp, Logger& log,
                                                   const AdminApiOptions& options) {
-  SIGIL_ASSIGN_OR_RETURN(AdminCredential cred, cp.IssueServerCredential(options.dns_names));
-  core::TrustBundle bundle = cp.Bundle();
   auto impl = std::make_unique<Impl>();
+  ServerIdentity* identity = options.identity;
+  if (identity == nullptr) {
+    SIGIL_ASSIGN_OR_RETURN(impl->own_identity, ServerIdentity::Create(cp, options.dns_names, ""));
+    identity = impl->own_identity.get();
+  }
   impl->host = options.host;
   impl->server = std::make_unique<httplib::SSLServer>(
-      [&](SSL_CTX& ctx) { return ConfigureTls(ctx, cred, bundle); });
+      [identity](SSL_CTX& ctx) { return ConfigureTls(ctx, *identity); });
   if (!impl->server->is_valid()) return Internal("admin API: TLS setup failed");
   httplib::Server& s = *impl->server;
   s.set_payload_max_length(options.max_body_bytes);

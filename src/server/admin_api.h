@@ -28,11 +28,17 @@
 
 namespace sigil::server {
 
+class ServerIdentity;
+
 struct AdminApiOptions {
   std::string host = "127.0.0.1";
   int port = 8443;  // 0 picks a free port
   size_t max_body_bytes = size_t{8} * 1024 * 1024;
   std::vector<std::string> dns_names = {"localhost"};  // server certificate DNS SANs
+  // The server's TLS identity, shared with the agent API and renewed by the caller
+  // (ServerIdentity::Refresh). Null: the admin API issues its own from `dns_names` (not
+  // renewed; for tests and benchmarks). Must outlive the AdminApi.
+  ServerIdentity* identity = nullptr;
   // When set, every request counts in sigil_admin_requests_total{method,code}. Must outlive
   // the AdminApi.
   metrics::ServerMetrics* metrics = nullptr;

@@ -2,6 +2,10 @@
 
 #include <openssl/crypto.h>
 
+#include <grpcpp/security/server_credentials.h>
+#include <grpcpp/security/tls_certificate_provider.h>
+#include <grpcpp/security/tls_credentials_options.h>
+
 #include <algorithm>
 #include <array>
 
@@ -44,6 +48,19 @@ AttestedProcessInfo ProcessOf(const pb::AttestedProcess& p) {
 }
 
 }  // namespace
+
+AgentApi::AgentApi(ControlPlane& control_plane)
+    : cp_(control_plane),
+      feed_(control_plane.store(), [&control_plane] { return control_plane.Bundle().sequence(); }) {
+  (void)feed_.Start();  // on failure streams fall back to reading the store
+}
+
+AgentApi::~AgentApi() { feed_.Stop(); }
+
+void AgentApi::Shutdown() {
+  shutting_down_.store(true);
+  feed_.Stop();  // wakes every waiting stream
+}
 
 grpc::Status ToGrpcStatus(const Error& error) {
   grpc::StatusCode code = grpc::StatusCode::INTERNAL;
@@ -253,6 +270,7 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
       if (!writer->Write(hello)) return grpc::Status::CANCELLED;
     }
   }
+  uint64_t bundle_sequence = cp_.Bundle().sequence();
   while (!context->IsCancelled() && !shutting_down_.load()) {
     if (need_snapshot) {
       auto rev = SendSnapshot(writer, jwks);
@@ -260,12 +278,24 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
       revision = *rev;
       need_snapshot = false;
     }
-    auto current = store.WaitForChange(revision, kSyncPollInterval);
-    if (!current.ok()) return ToGrpcStatus(current.error());
+    // Wait for a commit past `revision` or a bundle change: on the shared feed when it runs,
+    // else on the store.
+    uint64_t current = revision;
+    uint64_t sequence = bundle_sequence;
+    if (feed_.running()) {
+      ChangeFeed::Position pos = feed_.Wait({revision, bundle_sequence}, kSyncPollInterval);
+      current = pos.revision;
+      sequence = pos.bundle_sequence;
+    } else {
+      auto waited = store.WaitForChange(revision, kSyncPollInterval);
+      if (!waited.ok()) return ToGrpcStatus(waited.error());
+      current = *waited;
+      sequence = cp_.Bundle().sequence();
+    }
     pb::SyncResponse delta;
-    bool more = *current > revision;
+    bool more = current > revision;
     while (more) {
-      auto page = store.ChangesSince(revision, kSyncPageSize);
+      auto page = NextChanges(revision);
       if (!page.ok()) {
         if (page.error().code() != ErrorCode::kFailedPrecondition) {
           return ToGrpcStatus(page.error());
@@ -296,15 +326,15 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
         delta.Clear();
       }
     }
-    std::string now_jwks = cp_.Bundle().ToJwks();
-    if (need_snapshot) {
-      jwks = std::move(now_jwks);
-      continue;
+    if (sequence != bundle_sequence) {
+      bundle_sequence = sequence;
+      std::string now_jwks = cp_.Bundle().ToJwks();
+      if (now_jwks != jwks) {
+        jwks = std::move(now_jwks);
+        if (!need_snapshot) delta.set_trust_bundle_jwks(jwks);
+      }
     }
-    if (now_jwks != jwks) {
-      jwks = std::move(now_jwks);
-      delta.set_trust_bundle_jwks(jwks);
-    }
+    if (need_snapshot) continue;
     if (delta.upserts_size() > 0 || delta.deletes_size() > 0 ||
         !delta.trust_bundle_jwks().empty()) {
       delta.set_revision(revision);
@@ -312,6 +342,12 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
     }
   }
   return grpc::Status::OK;
+}
+
+Result<store::ChangePage> AgentApi::NextChanges(uint64_t revision) {
+  auto page = feed_.Since(revision, kSyncPageSize);
+  if (page.ok()) return page;
+  return cp_.store().ChangesSince(revision, kSyncPageSize);
 }
 
 grpc::Status AgentApi::SignWorkloadSVID(grpc::ServerContext* context,
@@ -364,21 +400,37 @@ grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,
 Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,
                                                     const std::string& listen_addr,
                                                     const ServerTlsIdentity& tls, int* bound_port) {
-  if (tls.chain_pem.empty() || tls.key_pem.size() == 0 || tls.client_ca_pem.empty()) {
-    return InvalidArgument("agent API: server certificate, key and client CA are required");
+  std::shared_ptr<grpc::ServerCredentials> credentials;
+  grpc::SslServerCredentialsOptions ssl_options(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+  if (!tls.key_file.empty()) {
+    if (tls.chain_file.empty() || tls.roots_file.empty()) {
+      return InvalidArgument("agent API: key, chain and roots files are all required");
+    }
+    auto provider = std::make_shared<grpc::experimental::FileWatcherCertificateProvider>(
+        tls.key_file, tls.chain_file, tls.roots_file, tls.refresh_seconds);
+    grpc::experimental::TlsServerCredentialsOptions options(provider);
+    options.watch_root_certs();
+    options.watch_identity_key_cert_pairs();
+    options.set_cert_request_type(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
+    credentials = grpc::experimental::TlsServerCredentials(options);
+  } else {
+    if (tls.chain_pem.empty() || tls.key_pem.size() == 0 || tls.client_ca_pem.empty()) {
+      return InvalidArgument("agent API: server certificate, key and client CA are required");
+    }
+    ssl_options.pem_root_certs = tls.client_ca_pem;
+    ssl_options.pem_key_cert_pairs.push_back({std::string(tls.key_pem.view()), tls.chain_pem});
+    credentials = grpc::SslServerCredentials(ssl_options);
   }
-  grpc::SslServerCredentialsOptions options(GRPC_SSL_REQUEST_CLIENT_CERTIFICATE_AND_VERIFY);
-  options.pem_root_certs = tls.client_ca_pem;
-  options.pem_key_cert_pairs.push_back({std::string(tls.key_pem.view()), tls.chain_pem});
   int port = 0;
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(listen_addr, grpc::SslServerCredentials(options), &port);
+  builder.AddListeningPort(listen_addr, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   // The credentials hold their own copy; wipe ours.
-  std::string& key = options.pem_key_cert_pairs.front().private_key;
-  OPENSSL_cleanse(key.data(), key.size());
+  for (auto& pair : ssl_options.pem_key_cert_pairs) {
+    OPENSSL_cleanse(pair.private_key.data(), pair.private_key.size());
+  }
   if (!server || port == 0) {
     return Unavailable("agent API: cannot listen on " + listen_addr);
   }

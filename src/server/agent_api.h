@@ -18,6 +18,7 @@
 #include "common/result.h"
 #include "common/secret_bytes.h"
 #include "proto/agent.grpc.pb.h"
+#include "server/change_feed.h"
 #include "server/control_plane.h"
 
 namespace sigil::server {
@@ -38,13 +39,16 @@ bool KindSyncedToAgents(std::string_view kind);
 
 class AgentApi final : public sigil::agent::v1::AgentService::Service {
  public:
-  explicit AgentApi(ControlPlane& control_plane) : cp_(control_plane) {}
+  // Starts the change feed that Sync streams share (see change_feed.h). If it cannot start,
+  // streams read the store themselves.
+  explicit AgentApi(ControlPlane& control_plane);
+  ~AgentApi() override;
   // Optional: open Sync streams are reported as sigil_agents_connected (not owned).
   void AttachMetrics(metrics::ServerMetrics* metrics) { metrics_ = metrics; }
 
   // Makes running Sync streams return (OK) within about kSyncPollInterval. Call before
   // grpc::Server::Shutdown, which otherwise waits for the streams to end.
-  void Shutdown() { shutting_down_.store(true); }
+  void Shutdown();
 
   grpc::Status Join(grpc::ServerContext* context, const sigil::agent::v1::JoinRequest* request,
                     sigil::agent::v1::JoinResponse* response) override;
@@ -73,7 +77,12 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
   Result<uint64_t> SendSnapshot(grpc::ServerWriter<sigil::agent::v1::SyncResponse>* writer,
                                 const std::string& bundle_jwks);
 
+  // The next page of changes after `revision`: from the feed's memory when it holds them,
+  // else from the store.
+  Result<store::ChangePage> NextChanges(uint64_t revision);
+
   ControlPlane& cp_;
+  ChangeFeed feed_;
   metrics::ServerMetrics* metrics_ = nullptr;
   std::atomic<int64_t> sync_streams_{0};
   std::atomic<bool> shutting_down_{false};
@@ -83,6 +92,13 @@ struct ServerTlsIdentity {
   std::string chain_pem;      // the server SVID, leaf first
   SecretBytes key_pem;        // its private key
   std::string client_ca_pem;  // roots client certificates must chain to (the bundle roots)
+  // Alternatively, files kept current by ServerIdentity (key, chain, roots): when key_file is
+  // set the PEM fields above are ignored and gRPC re-reads the files every refresh_seconds,
+  // so renewals and CA rotations apply to new connections without a restart.
+  std::string key_file{};
+  std::string chain_file{};
+  std::string roots_file{};
+  unsigned refresh_seconds = 10;
 };
 
 // Builds and starts a gRPC server for `service` on `listen_addr` ("127.0.0.1:0" picks a

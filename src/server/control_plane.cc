@@ -256,13 +256,18 @@ Result<core::IssuedX509Svid> ControlPlane::RenewNodeSvid(const std::string& node
   return svid;
 }
 
-Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::string> dns_names) {
+Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::string> dns_names,
+                                                            const core::PrivateKey* key) {
   SIGIL_ASSIGN_OR_RETURN(auto id, core::SpiffeId::FromPath(trust_domain(), "/sigil/server"));
-  SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
+  std::optional<core::PrivateKey> fresh;
+  if (key == nullptr) {
+    SIGIL_ASSIGN_OR_RETURN(fresh, core::PrivateKey::Generate(core::KeyType::kEcP256));
+    key = &*fresh;
+  }
   nlohmann::json names = dns_names;
-  SIGIL_ASSIGN_OR_RETURN(auto svid,
-                         Issue({id, key.Public(), std::move(dns_names), options_.node_svid_ttl}));
-  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key.ToPkcs8Pem());
+  SIGIL_ASSIGN_OR_RETURN(
+      auto svid, Issue({id, key->Public(), std::move(dns_names), options_.server_svid_ttl}));
+  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key->ToPkcs8Pem());
   store::AuditEvent e = Event("server.credential.create", "server");
   e.identity = id.str();
   e.details_json = nlohmann::json{
@@ -271,7 +276,12 @@ Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::str
       {"dns_names",
        names}}.dump();
   SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
-  return AdminCredential{id.str(), core::CertificatesToPem(svid.chain), std::move(key_pem)};
+  // The chain ends with the signing root, so an agent holding only a join token (which pins
+  // the root's SHA-256) finds the root in the handshake itself.
+  std::vector<core::Certificate> chain = svid.chain;
+  core::Certificate root = Root();
+  if (chain.back().Fingerprint() != root.Fingerprint()) chain.push_back(root);
+  return AdminCredential{id.str(), core::CertificatesToPem(chain), std::move(key_pem)};
 }
 
 }  // namespace sigil::server

@@ -41,6 +41,7 @@ struct ControlPlaneOptions {
   core::RotationPolicy rotation;
   std::optional<core::UpstreamCa> upstream;
   Seconds node_svid_ttl = kDefaultNodeSvidTtl;
+  Seconds server_svid_ttl = kDefaultNodeSvidTtl;  // the server's own TLS certificate
 };
 
 struct AdminCredential {
@@ -156,10 +157,12 @@ class ControlPlane {
   // expiry, last_seen) and audits "node.renew" in the same transaction.
   Result<core::IssuedX509Svid> RenewNodeSvid(const std::string& node_name,
                                              std::span<const uint8_t> csr_der);
-  // The TLS identity of the agent API: spiffe://TD/sigil/server with `dns_names` as DNS SANs
-  // (e.g. "localhost"), a fresh EC P-256 key, TTL node_svid_ttl (capped by the CA). Audited as
-  // "server.credential.create". The caller reissues before expiry.
-  Result<AdminCredential> IssueServerCredential(std::vector<std::string> dns_names);
+  // The server's TLS identity: spiffe://TD/sigil/server with `dns_names` as DNS SANs (e.g.
+  // "localhost"), for `key` (nullptr: a fresh EC P-256 key), TTL server_svid_ttl (capped by the
+  // CA). The chain is leaf first and ends with the active root. Audited as
+  // "server.credential.create". ServerIdentity reissues it at half-life.
+  Result<AdminCredential> IssueServerCredential(std::vector<std::string> dns_names,
+                                                const core::PrivateKey* key = nullptr);
 
   // Workload SVIDs for a process attested by the agent on `node` (already authenticated).
   // The process may hold `requested_id` only if a WorkloadIdentity in the store has every

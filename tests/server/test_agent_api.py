@@ -11,11 +11,9 @@ and the tests that need a node share that join. Every wait is bounded.
 First contact (docs/control-plane.md, "Bootstrap" step 2): the agent connects with TLS before it
 trusts anything, requires a chain that validates to a root whose SHA-256 (DER) equals the token's
 pin, and only then sends the token. `FirstContact` below is that client logic; it uses nothing but
-the token and what the server presents in the handshake. The server's certificate chain as
-configured is the leaf alone (ControlPlane::Issue returns leaf + intermediates, and a self-signed
-CA has none); the root reaches the client because OpenSSL completes the chain from the listener's
-client-CA store (the bundle roots). `test_01_first_contact_presents_pinned_root` pins that
-behaviour down, since first contact cannot work without it.
+the token and what the server presents in the handshake. The server's chain ends with the root
+(ControlPlane::IssueServerCredential appends it); `test_01_first_contact_presents_pinned_root`
+pins that down, since first contact cannot work without it.
 
 Run: SIGIL_BIN=build/release/apps/sigil/sigil /usr/bin/python3 tests/server/test_agent_api.py
 """
