@@ -64,7 +64,7 @@ const std::vector<BadCase>& Cases() {
        Wi("  spiffeId: spiffe://e.org/w\n  selectors: [unix:uid:1]\n  ttl: [1h]\n"),
        "document 2 (WorkloadIdentity/w): spec.ttl: expected a string like \"1h\", got a list"},
       {"ttl too long", Wi("  spiffeId: spiffe://e.org/w\n  selectors: [unix:uid:1]\n  ttl: 48h\n"),
-       "spec.ttl: \"48h\" is out of range (1m to 24h)"},
+       "spec.ttl: \"48h\" is out of range (10s to 24h)"},
       {"ttl bad unit", Wi("  spiffeId: spiffe://e.org/w\n  selectors: [unix:uid:1]\n  ttl: 5x\n"),
        "spec.ttl: duration \"5x\": unknown unit"},
       {"invalid spiffe id", Wi("  spiffeId: spiffe://E.org/w\n  selectors: [unix:uid:1]\n"),

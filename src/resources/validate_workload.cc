@@ -44,7 +44,7 @@ nlohmann::json ValidateWorkloadIdentity(ObjectReader& spec) {
       out["selectors"] = *sels;
     }
   }
-  ReadDuration(spec, "ttl", Seconds(60), Seconds(24 * 3600), Seconds(3600), out);
+  ReadDuration(spec, "ttl", Seconds(10), Seconds(24 * 3600), Seconds(3600), out);
 
   auto dns = spec.StringList("dnsNames", 0, "a DNS name").value_or(std::vector<std::string>{});
   if (CanonicalList(dns, spec.PathOf("dnsNames"), spec.problems(), false,

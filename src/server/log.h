@@ -1,36 +1,11 @@
-// Structured server log lines: "TIME LEVEL event k=v ..." (text) or one JSON object per line.
-// Callers pass only non-secret fields; nothing here inspects values. Thread-safe.
+// The server logs through the shared structured logger (common/log.h).
 #pragma once
 
-#include <mutex>
-#include <ostream>
-#include <string>
-#include <string_view>
-
-#include <nlohmann/json.hpp>
+#include "common/log.h"
 
 namespace sigil::server {
 
-enum class LogFormat { kText, kJson };
-
-class Logger {
- public:
-  Logger(std::ostream& out, LogFormat format) : out_(out), format_(format) {}
-  void Info(std::string_view event, const nlohmann::json& fields = nlohmann::json::object()) {
-    Write("info", event, fields);
-  }
-  void Warn(std::string_view event, const nlohmann::json& fields = nlohmann::json::object()) {
-    Write("warn", event, fields);
-  }
-  void Error(std::string_view event, const nlohmann::json& fields = nlohmann::json::object()) {
-    Write("error", event, fields);
-  }
-  void Write(std::string_view level, std::string_view event, const nlohmann::json& fields);
-
- private:
-  std::mutex mu_;
-  std::ostream& out_;
-  const LogFormat format_;
-};
+using sigil::LogFormat;
+using sigil::Logger;
 
 }  // namespace sigil::server

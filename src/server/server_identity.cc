@@ -38,6 +38,7 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
     m->serial = certs.front().SerialHex();
     m->not_before = certs.front().NotBefore();
     m->not_after = certs.front().NotAfter();
+    m->issued_at = cp_.clock().Now();
     X509_up_ref(certs.front().get());
     m->leaf.reset(certs.front().get());
     for (size_t i = 1; i < certs.size(); ++i) {
@@ -49,6 +50,7 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
     m->serial = old->serial;
     m->not_before = old->not_before;
     m->not_after = old->not_after;
+    m->issued_at = old->issued_at;
     X509_up_ref(old->leaf.get());
     m->leaf.reset(old->leaf.get());
     for (const auto& c : old->chain) {
@@ -72,7 +74,7 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
 Result<bool> ServerIdentity::Refresh() {
   std::shared_ptr<const Material> old = Current();
   const TimePoint now = cp_.clock().Now();
-  const bool reissue = now >= old->not_before + (old->not_after - old->not_before) / 2;
+  const bool reissue = now >= old->issued_at + (old->not_after - old->issued_at) / 2;
   const bool roots_changed = cp_.Bundle().sequence() != old->bundle_sequence;
   if (!reissue && !roots_changed) return false;
   SIGIL_ASSIGN_OR_RETURN(auto next, Build(reissue, old));

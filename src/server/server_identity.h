@@ -43,6 +43,7 @@ class ServerIdentity {
     uint64_t bundle_sequence = 0;
     TimePoint not_before;
     TimePoint not_after;
+    TimePoint issued_at;  // renewal counts from here (not_before is backdated by the CA)
   };
 
   // Issues the first certificate. `files_dir` (may be empty) receives the gRPC files.

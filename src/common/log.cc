@@ -1,9 +1,9 @@
-#include "server/log.h"
+#include "common/log.h"
 
 #include "common/clock.h"
 #include "common/duration.h"
 
-namespace sigil::server {
+namespace sigil {
 
 void Logger::Write(std::string_view level, std::string_view event, const nlohmann::json& fields) {
   std::string time = FormatRfc3339(Clock::System().Now());
@@ -29,4 +29,4 @@ void Logger::Write(std::string_view level, std::string_view event, const nlohman
   out_ << line << "\n" << std::flush;
 }
 
-}  // namespace sigil::server
+}  // namespace sigil

@@ -1,0 +1,460 @@
+#include "agent/core/agent.h"
+
+#include <unistd.h>
+
+#include <random>
+
+#include "agent/core/first_contact.h"
+#include "core/csr.h"
+#include "core/join_token.h"
+#include "core/keys.h"
+#include "core/x509_svid.h"
+
+namespace sigil::agent {
+namespace {
+
+namespace pb = sigil::agent::v1;
+
+constexpr std::chrono::milliseconds kMaintenanceInterval{1000};
+constexpr size_t kMaxLoggedErrors = 3;
+
+std::string HostName() {
+  char host[256] = {};
+  if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "node";
+  return host;
+}
+
+Result<std::vector<core::Certificate>> ChainFromDer(const std::string& der) {
+  return core::ParseCertificatesDer({reinterpret_cast<const uint8_t*>(der.data()), der.size()});
+}
+
+pb::AttestedProcess ToProto(const attest::AttestedProcess& p) {
+  pb::AttestedProcess out;
+  out.set_pid(p.pid);
+  out.set_uid(p.uid);
+  out.set_gid(p.gid);
+  out.set_exe_path(p.exe_path);
+  out.set_exe_sha256(p.exe_sha256);
+  out.set_cgroup(p.cgroup);
+  out.set_container_id(p.container_id);
+  for (auto& s : p.Selectors()) out.add_selectors(std::move(s));
+  return out;
+}
+
+constexpr std::string_view kReserved = "/sigil";
+
+}  // namespace
+
+std::vector<MatchedIdentity> MatchIdentities(
+    const std::vector<resources::WorkloadIdentitySpec>& identities, const std::string& node,
+    const core::TrustDomain& trust_domain, uint32_t uid,
+    const std::vector<std::string>& selectors) {
+  std::vector<MatchedIdentity> out;
+  for (const auto& spec : identities) {
+    if (!spec.AllowsNode(node) || !spec.Matches(selectors)) continue;
+    auto id = spec.Render({node, uid});
+    if (!id.ok() || id->trust_domain() != trust_domain) continue;
+    const std::string& path = id->path();
+    if (path.starts_with(kReserved) &&
+        (path.size() == kReserved.size() || path[kReserved.size()] == '/')) {
+      continue;
+    }
+    out.push_back({&spec, std::move(id).value()});
+  }
+  return out;
+}
+
+Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomain td)
+    : options_(std::move(options)),
+      log_(log),
+      trust_domain_(td),
+      state_(std::move(td)),
+      node_(std::move(node)) {
+  svids_ = std::make_unique<SvidCache>(
+      [this](const std::string& spiffe_id, std::span<const uint8_t> csr,
+             const pb::AttestedProcess& process) -> Result<std::vector<core::Certificate>> {
+        pb::SignWorkloadSVIDRequest req;
+        req.set_csr(std::string(csr.begin(), csr.end()));
+        req.set_spiffe_id(spiffe_id);
+        *req.mutable_process() = process;
+        pb::SignWorkloadSVIDResponse resp;
+        auto ctx = ServerConnection::Context();
+        grpc::Status st = connection()->stub().SignWorkloadSVID(ctx.get(), req, &resp);
+        if (!st.ok()) return FromGrpcStatus(st, "SignWorkloadSVID " + spiffe_id);
+        return ChainFromDer(resp.svid_chain());
+      },
+      [this](const std::string& spiffe_id, const std::vector<std::string>& audience,
+             const pb::AttestedProcess& process) -> Result<std::pair<std::string, TimePoint>> {
+        pb::MintJWTSVIDRequest req;
+        req.set_spiffe_id(spiffe_id);
+        for (const auto& a : audience) req.add_audience(a);
+        *req.mutable_process() = process;
+        pb::MintJWTSVIDResponse resp;
+        auto ctx = ServerConnection::Context();
+        grpc::Status st = connection()->stub().MintJWTSVID(ctx.get(), req, &resp);
+        if (!st.ok()) return FromGrpcStatus(st, "MintJWTSVID " + spiffe_id);
+        return std::pair{resp.token(), FromUnixSeconds(resp.expires_at())};
+      },
+      *options_.clock);
+}
+
+Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
+  if (options.data_dir.empty()) return InvalidArgument("--data-dir is required");
+  if (options.node_name.empty()) options.node_name = HostName();
+  SIGIL_ASSIGN_OR_RETURN(std::optional<NodeState> stored, LoadNodeState(options.data_dir));
+  NodeState node;
+  if (stored) {
+    node = std::move(*stored);
+    if (!options.server.empty() && options.server != node.server) {
+      log.Info("agent.server.changed", {{"from", node.server}, {"to", options.server}});
+      node.server = options.server;
+    }
+    if (!options.join_token.empty()) {
+      log.Warn("agent.join_token.ignored",
+               {{"reason", "the data directory already holds a node identity"},
+                {"node", node.node_name}});
+    }
+  } else {
+    if (options.join_token.empty()) {
+      return FailedPrecondition("no node identity in " + options.data_dir +
+                                ": the first start needs --join-token (on the server: sigil "
+                                "token create --node " +
+                                options.node_name + ")");
+    }
+    if (options.server.empty()) return InvalidArgument("--server is required on first start");
+    SIGIL_ASSIGN_OR_RETURN(core::JoinToken token, core::JoinToken::Parse(options.join_token));
+    SIGIL_ASSIGN_OR_RETURN(PinnedServer pinned,
+                           FetchPinnedRoot(options.server, token, options.connect_timeout));
+    SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
+    SIGIL_ASSIGN_OR_RETURN(auto csr, core::CreateCsrDer(key));
+    SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(options.server, pinned.trust_domain,
+                                                             pinned.root.ToPem(), "", {}));
+    pb::JoinRequest req;
+    req.set_token(std::string(token.Text().view()));
+    req.set_node_name(options.node_name);
+    req.set_csr(std::string(csr.begin(), csr.end()));
+    pb::JoinResponse resp;
+    auto ctx = ServerConnection::Context();
+    grpc::Status st = conn->stub().Join(ctx.get(), req, &resp);
+    if (!st.ok()) return FromGrpcStatus(st, "join " + options.server);
+    SIGIL_ASSIGN_OR_RETURN(auto chain, ChainFromDer(resp.svid_chain()));
+    SIGIL_ASSIGN_OR_RETURN(
+        auto bundle, core::TrustBundle::ParseJwks(pinned.trust_domain, resp.trust_bundle_jwks()));
+    core::BundleSet bundles;
+    bundles.Put(std::make_shared<core::TrustBundle>(bundle));
+    SIGIL_ASSIGN_OR_RETURN(auto id, core::VerifyX509Svid(chain, bundles, options.clock->Now()));
+    SIGIL_ASSIGN_OR_RETURN(auto leaf_key, chain.front().PublicKeyOf());
+    if (id.str() != resp.spiffe_id() || leaf_key.ToDer() != key.Public().ToDer()) {
+      return Internal("join: the server returned an SVID for another identity or key");
+    }
+    node.server = options.server;
+    node.node_name = options.node_name;
+    node.spiffe_id = id.str();
+    node.trust_domain = pinned.trust_domain.name();
+    node.chain_pem = core::CertificatesToPem(chain);
+    SIGIL_ASSIGN_OR_RETURN(node.key_pem, key.ToPkcs8Pem());
+    node.bundle_jwks = resp.trust_bundle_jwks();
+    SIGIL_TRY(SaveNodeState(options.data_dir, node));
+    log.Info("agent.joined", {{"node", node.node_name},
+                              {"spiffe_id", node.spiffe_id},
+                              {"server", node.server},
+                              {"expires", ToUnixSeconds(chain.front().NotAfter())}});
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto td, core::TrustDomain::Parse(node.trust_domain));
+  std::unique_ptr<Agent> agent(new Agent(std::move(options), log, std::move(node), td));
+  if (!agent->node_.bundle_jwks.empty()) {
+    if (auto r = agent->state_.SetBundleJwks(agent->node_.bundle_jwks); !r.ok()) {
+      return r.error().WithContext(agent->options_.data_dir + "/bundle.jwks");
+    }
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto certs, core::ParseCertificatesPem(agent->node_.chain_pem));
+  agent->node_not_before_ = certs.front().NotBefore();
+  agent->node_not_after_ = certs.front().NotAfter();
+  SIGIL_TRY(agent->Connect());
+  log.Info("agent.start", {{"node", agent->node_.node_name},
+                           {"spiffe_id", agent->node_.spiffe_id},
+                           {"server", agent->node_.server},
+                           {"node_svid_expires", ToUnixSeconds(agent->node_not_after_)}});
+  agent->sync_thread_ = std::thread([a = agent.get()] { a->SyncLoop(); });
+  agent->maintenance_thread_ = std::thread([a = agent.get()] { a->MaintenanceLoop(); });
+  return agent;
+}
+
+Agent::~Agent() { Stop(); }
+
+void Agent::Stop() {
+  if (stopping_.exchange(true)) {
+    if (sync_thread_.joinable()) sync_thread_.join();
+    if (maintenance_thread_.joinable()) maintenance_thread_.join();
+    return;
+  }
+  state_.Close();
+  {
+    std::lock_guard lock(mu_);
+    if (sync_ctx_ != nullptr) sync_ctx_->TryCancel();
+  }
+  { std::lock_guard lock(sleep_mu_); }
+  sleep_cv_.notify_all();
+  if (sync_thread_.joinable()) sync_thread_.join();
+  if (maintenance_thread_.joinable()) maintenance_thread_.join();
+}
+
+bool Agent::SleepFor(std::chrono::milliseconds d) {
+  std::unique_lock lock(sleep_mu_);
+  sleep_cv_.wait_for(lock, d, [this] { return stopping_.load(); });
+  return !stopping_.load();
+}
+
+std::string Agent::RootsPem() const {
+  auto bundle = state_.bundle();
+  return bundle ? bundle->X509AuthoritiesPem() : std::string();
+}
+
+Result<void> Agent::Connect() {
+  std::string roots = RootsPem();
+  if (roots.empty()) return FailedPrecondition("no trust bundle yet (" + options_.data_dir + ")");
+  NodeState copy;
+  {
+    std::lock_guard lock(mu_);
+    copy.server = node_.server;
+    copy.chain_pem = node_.chain_pem;
+    copy.key_pem = SecretBytes::Copy(node_.key_pem.view());
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(copy.server, trust_domain_, roots,
+                                                           copy.chain_pem, copy.key_pem));
+  std::lock_guard lock(mu_);
+  conn_ = std::move(conn);
+  return Ok();
+}
+
+std::shared_ptr<ServerConnection> Agent::connection() const {
+  std::lock_guard lock(mu_);
+  return conn_;
+}
+
+void Agent::SyncLoop() {
+  std::mt19937_64 rng(std::random_device{}());
+  std::chrono::milliseconds backoff{500};
+  while (!stopping_.load()) {
+    auto conn = connection();
+    grpc::ClientContext ctx;
+    {
+      std::lock_guard lock(mu_);
+      sync_ctx_ = &ctx;
+    }
+    if (stopping_.load()) ctx.TryCancel();
+    pb::SyncRequest req;
+    req.set_from_revision(state_.has_snapshot() ? state_.revision() : 0);
+    auto reader = conn->stub().Sync(&ctx, req);
+    pb::SyncResponse msg;
+    while (reader->Read(&msg)) {
+      const std::string old_jwks = state_.bundle_jwks();
+      if (auto r = state_.Apply(msg); !r.ok()) {
+        log_.Error("sync.apply.fail", {{"error", r.error().message()}});
+        ctx.TryCancel();
+        break;
+      }
+      {
+        std::lock_guard lock(mu_);
+        if (!synced_) log_.Info("sync.connected", {{"revision", msg.revision()}});
+        synced_ = true;
+        last_error_.clear();
+      }
+      backoff = std::chrono::milliseconds(500);
+      if (!msg.trust_bundle_jwks().empty() && msg.trust_bundle_jwks() != old_jwks) {
+        if (auto r = SaveBundle(options_.data_dir, msg.trust_bundle_jwks()); !r.ok()) {
+          log_.Error("bundle.save.fail", {{"error", r.error().message()}});
+        }
+        // New roots for the calls that follow (the open stream keeps its channel).
+        if (auto r = Connect(); !r.ok()) {
+          log_.Error("server.reconnect.fail", {{"error", r.error().message()}});
+        }
+        log_.Info("bundle.update",
+                  {{"sequence", state_.bundle() ? state_.bundle()->sequence() : 0}});
+      }
+    }
+    grpc::Status st = reader->Finish();
+    {
+      std::lock_guard lock(mu_);
+      sync_ctx_ = nullptr;
+      if (synced_ || !st.ok()) last_error_ = st.error_message();
+      synced_ = false;
+    }
+    if (stopping_.load()) break;
+    nlohmann::json fields = {{"code", static_cast<int>(st.error_code())},
+                             {"error", st.error_message()},
+                             {"retry_ms", backoff.count()}};
+    if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
+        st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
+      std::lock_guard lock(mu_);
+      fields["node_svid_expires"] = ToUnixSeconds(node_not_after_);
+    }
+    log_.Warn("sync.disconnected", fields);
+    // Jitter: sleep between 50% and 100% of the backoff, then double it up to the cap.
+    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
+    if (!SleepFor(std::chrono::milliseconds(jitter(rng)))) break;
+    backoff = std::min(backoff * 2, options_.max_backoff);
+  }
+}
+
+void Agent::RenewNodeSvidIfDue() {
+  TimePoint not_before, not_after;
+  {
+    std::lock_guard lock(mu_);
+    not_before = node_not_before_;
+    not_after = node_not_after_;
+  }
+  const TimePoint now = options_.clock->Now();
+  if (now >= not_after) {
+    std::lock_guard lock(mu_);
+    if (!expiry_reported_) {
+      expiry_reported_ = true;
+      log_.Error("node.svid.expired",
+                 {{"node", node_.node_name},
+                  {"expired", ToUnixSeconds(not_after)},
+                  {"fix",
+                   "the server no longer accepts this node's SVID; on the server run "
+                   "`sigil token create --node " +
+                       node_.node_name +
+                       "`, then restart this agent with --join-token "
+                       "TOKEN after removing " +
+                       options_.data_dir + "/node.json"},
+                  {"meanwhile", "serving cached SVIDs until they expire"}});
+    }
+    return;
+  }
+  if (now < not_before + (not_after - not_before) / 2) return;
+  auto key = core::PrivateKey::Generate(core::KeyType::kEcP256);
+  if (!key.ok()) return;
+  auto csr = core::CreateCsrDer(*key);
+  if (!csr.ok()) return;
+  pb::RenewNodeSVIDRequest req;
+  req.set_csr(std::string(csr->begin(), csr->end()));
+  pb::NodeSVIDResponse resp;
+  auto ctx = ServerConnection::Context();
+  grpc::Status st = connection()->stub().RenewNodeSVID(ctx.get(), req, &resp);
+  if (!st.ok()) {
+    log_.Warn("node.renew.fail",
+              {{"error", st.error_message()}, {"expires", ToUnixSeconds(not_after)}});
+    return;
+  }
+  auto chain = ChainFromDer(resp.svid_chain());
+  auto key_pem = key->ToPkcs8Pem();
+  if (!chain.ok() || chain->empty() || !key_pem.ok()) {
+    log_.Error("node.renew.fail", {{"error", "unreadable SVID from the server"}});
+    return;
+  }
+  auto leaf_key = chain->front().PublicKeyOf();
+  if (!leaf_key.ok() || leaf_key->ToDer() != key->Public().ToDer()) {
+    log_.Error("node.renew.fail", {{"error", "the server returned an SVID for another key"}});
+    return;
+  }
+  const std::string chain_pem = core::CertificatesToPem(*chain);
+  if (auto r = SaveNodeCredential(options_.data_dir, chain_pem, *key_pem); !r.ok()) {
+    log_.Error("node.renew.save.fail", {{"error", r.error().message()}});
+    return;
+  }
+  {
+    std::lock_guard lock(mu_);
+    node_.chain_pem = chain_pem;
+    node_.key_pem = std::move(key_pem).value();
+    node_not_before_ = chain->front().NotBefore();
+    node_not_after_ = chain->front().NotAfter();
+    expiry_reported_ = false;
+  }
+  if (auto r = Connect(); !r.ok()) {
+    log_.Error("server.reconnect.fail", {{"error", r.error().message()}});
+  }
+  log_.Info("node.renew", {{"serial", chain->front().SerialHex()},
+                           {"expires", ToUnixSeconds(chain->front().NotAfter())}});
+}
+
+void Agent::MaintenanceLoop() {
+  while (SleepFor(kMaintenanceInterval)) {
+    RenewNodeSvidIfDue();
+    std::vector<Error> errors;
+    auto identities = state_.identities();
+    size_t changed = svids_->Maintain(*identities, &errors);
+    if (changed > 0) state_.Touch();
+    for (size_t i = 0; i < errors.size() && i < kMaxLoggedErrors; ++i) {
+      log_.Warn("svid.renew.fail", {{"error", errors[i].message()}});
+    }
+  }
+}
+
+AgentHealth Agent::Health() const {
+  AgentHealth h;
+  std::lock_guard lock(mu_);
+  h.synced = synced_;
+  h.revision = state_.revision();
+  h.node_spiffe_id = node_.spiffe_id;
+  h.node_svid_expiry = node_not_after_;
+  h.svids_held = svids_->size();
+  h.resources = state_.resource_count();
+  h.last_error = last_error_;
+  return h;
+}
+
+Result<std::vector<workloadapi::X509SvidGrant>> Agent::X509Svids(
+    const attest::AttestedProcess& process) {
+  auto identities = state_.identities();
+  auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
+                                 process.Selectors());
+  if (matches.empty()) {
+    return PermissionDenied("no WorkloadIdentity matches pid " + std::to_string(process.pid) +
+                            " (uid " + std::to_string(process.uid) + ", " + process.exe_path + ")");
+  }
+  pb::AttestedProcess proto = ToProto(process);
+  std::vector<workloadapi::X509SvidGrant> out;
+  for (const auto& m : matches) {
+    SIGIL_ASSIGN_OR_RETURN(auto held, svids_->Get(*m.spec, m.id, proto));
+    workloadapi::X509SvidGrant g;
+    g.spiffe_id = held->id.str();
+    g.hint = held->identity_name;
+    g.chain = held->chain;
+    SIGIL_ASSIGN_OR_RETURN(g.key_pkcs8_der, held->key->ExportPkcs8Der());
+    g.expires_at = held->not_after;
+    out.push_back(std::move(g));
+  }
+  return out;
+}
+
+Result<std::vector<workloadapi::JwtSvidGrant>> Agent::JwtSvids(
+    const attest::AttestedProcess& process, const std::vector<std::string>& audience,
+    const std::string& spiffe_id) {
+  if (audience.empty()) return InvalidArgument("a JWT-SVID needs at least one audience");
+  auto identities = state_.identities();
+  auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
+                                 process.Selectors());
+  pb::AttestedProcess proto = ToProto(process);
+  std::vector<workloadapi::JwtSvidGrant> out;
+  for (const auto& m : matches) {
+    if (!spiffe_id.empty() && m.id.str() != spiffe_id) continue;
+    SIGIL_ASSIGN_OR_RETURN(auto jwt, svids_->GetJwt(m.id, audience, proto));
+    out.push_back({m.id.str(), m.spec->name, std::move(jwt.token), jwt.expires_at});
+  }
+  if (out.empty()) {
+    return PermissionDenied(
+        spiffe_id.empty() ? "no WorkloadIdentity matches pid " + std::to_string(process.pid)
+                          : "pid " + std::to_string(process.pid) + " does not hold " + spiffe_id);
+  }
+  return out;
+}
+
+Result<std::vector<workloadapi::IdentityExplanation>> Agent::Explain(
+    const attest::AttestedProcess& process) {
+  auto identities = state_.identities();
+  auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
+                                 process.Selectors());
+  std::vector<workloadapi::IdentityExplanation> out;
+  for (const auto& m : matches) out.push_back({m.id.str(), m.spec->name, m.spec->selectors});
+  return out;
+}
+
+core::BundleSet Agent::Bundles() {
+  core::BundleSet set;
+  if (auto b = state_.bundle()) set.Put(b);
+  return set;
+}
+
+}  // namespace sigil::agent

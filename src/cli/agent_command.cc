@@ -1,0 +1,132 @@
+// `sigil agent`: the node agent (src/agent/core/agent.h) serving the SPIFFE Workload API on a
+// Unix socket, and `sigil whoami`, which asks the agent what the calling process would get.
+#include <signal.h>
+
+#include <iostream>
+#include <memory>
+
+#include "agent/attest/attest.h"
+#include "agent/core/agent.h"
+#include "agent/core/first_contact.h"
+#include "agent/core/health_http.h"
+#include "agent/custody/harden.h"
+#include "agent/workloadapi/workload_api_server.h"
+#include "cli/commands.h"
+#include "cli/flags.h"
+#include "common/file_util.h"
+#include "common/log.h"
+
+namespace sigil::cli {
+namespace {
+
+constexpr size_t kMaxTokenFile = 4096;
+
+struct AgentFlags {
+  std::string server, join_token, join_token_file, node_name, ready_file;
+  std::string data_dir = "/var/lib/sigil/agent";
+  std::string socket = "/run/sigil/agent.sock";
+  std::string health_listen = "127.0.0.1:8082";
+  std::string log_format = "text";
+};
+
+int ServeAgent(AgentFlags f, Logger& log) {
+  auto fail = [&](std::string_view step, const Error& e) {
+    log.Error("agent.fail", {{"step", step}, {"error", e.message()}});
+    return kExitFailure;
+  };
+  // Before any key exists: non-dumpable, no core files, workload keys in the secure heap.
+  if (auto r = agent::custody::HardenProcess({}); !r.ok()) return fail("harden", r.error());
+  if (!f.join_token_file.empty()) {
+    auto text = ReadSecretFile(f.join_token_file, kMaxTokenFile);
+    if (!text.ok()) return fail("join-token-file", text.error());
+    std::string_view v = text->view();
+    while (!v.empty() && (v.back() == '\n' || v.back() == '\r' || v.back() == ' ')) {
+      v.remove_suffix(1);
+    }
+    f.join_token = std::string(v);
+  }
+  agent::AgentOptions options;
+  options.server = f.server;
+  options.data_dir = f.data_dir;
+  options.join_token = f.join_token;
+  options.node_name = f.node_name;
+  auto started = agent::Agent::Start(std::move(options), log);
+  if (!started.ok()) return fail("start", started.error());
+  agent::Agent& core = **started;
+
+  agent::attest::Attestor attestor;
+  auto api = agent::workloadapi::WorkloadApiServer::Start(f.socket, core, attestor);
+  if (!api.ok()) return fail("workload-api", api.error());
+  log.Info("workloadapi.listen",
+           {{"socket", f.socket}, {"SPIFFE_ENDPOINT_SOCKET", "unix://" + f.socket}});
+  std::string ready = "socket=" + f.socket + "\n";
+
+  std::unique_ptr<agent::HealthServer> health;
+  if (f.health_listen != "off") {
+    auto addr = agent::SplitAddress("--health-listen", f.health_listen);
+    if (!addr.ok()) return fail("flags", addr.error());
+    auto h = agent::HealthServer::Start(core, addr->first, addr->second);
+    if (!h.ok()) return fail("health", h.error());
+    health = std::move(h).value();
+    ready += "health=" + addr->first + ":" + std::to_string(health->port()) + "\n";
+    log.Info("health.listen", {{"host", addr->first}, {"port", health->port()}});
+  }
+  if (!f.ready_file.empty()) {
+    if (auto r = WriteFileAtomic(f.ready_file, ready, 0644); !r.ok()) {
+      return fail("ready-file", r.error());
+    }
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  sigwait(&set, &sig);
+  log.Info("agent.shutdown", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  core.Stop();  // ends streams: the source reports ShuttingDown()
+  (*api)->Stop();
+  if (health) health->Stop();
+  started->reset();
+  log.Info("agent.stopped");
+  return kExitOk;
+}
+
+}  // namespace
+
+int RunAgent(std::span<const std::string> args) {
+  AgentFlags f;
+  FlagSet flags(
+      "agent --server HOST:PORT [--join-token TOKEN | --join-token-file FILE] [--data-dir DIR] "
+      "[--socket PATH] [--node-name NAME] [--health-listen HOST:PORT] [--log-format text|json] "
+      "[--ready-file PATH]",
+      "Run the node agent: join the server once (join token), then restart from the stored node "
+      "identity; serve the SPIFFE Workload API on a Unix socket (SPIFFE_ENDPOINT_SOCKET="
+      "unix:///run/sigil/agent.sock).");
+  flags.String("server", &f.server, "agent API address of the server (required on first start)");
+  flags.String("join-token", &f.join_token, "join token (first start; see `sigil token create`)");
+  flags.String("join-token-file", &f.join_token_file,
+               "read the join token from this file instead (keeps it out of ps output)");
+  flags.String("data-dir", &f.data_dir, "node state directory (default /var/lib/sigil/agent)");
+  flags.String("socket", &f.socket, "Workload API socket (default /run/sigil/agent.sock)");
+  flags.String("node-name", &f.node_name, "node name at join (default: the host name)");
+  flags.String("health-listen", &f.health_listen,
+               "/healthz and /metrics over plain HTTP (default 127.0.0.1:8082; \"off\" disables)");
+  flags.String("log-format", &f.log_format, "text or json (default text)");
+  flags.String("ready-file", &f.ready_file,
+               "write \"socket=PATH\" and \"health=HOST:PORT\" here once serving");
+  if (auto rc = ParseOrExit(flags, args)) return *rc;
+  if (f.log_format != "text" && f.log_format != "json") {
+    std::cerr << "sigil: --log-format: must be text or json\n\n" << flags.Help();
+    return kExitUsage;
+  }
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  Logger log(std::cerr, f.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
+  return ServeAgent(std::move(f), log);
+}
+
+}  // namespace sigil::cli
