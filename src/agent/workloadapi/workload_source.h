@@ -44,8 +44,8 @@ struct JwtSvidGrant {
 // Why an identity applies to a process (for `sigil whoami`).
 struct IdentityExplanation {
   std::string spiffe_id;
-  std::string workload_identity;        // the WorkloadIdentity's name
-  std::vector<std::string> selectors;   // the selectors it required (all matched)
+  std::string workload_identity;       // the WorkloadIdentity's name
+  std::vector<std::string> selectors;  // the selectors it required (all matched)
 };
 
 class WorkloadSource {
