@@ -109,19 +109,10 @@ bool KindSyncedToAgents(std::string_view kind) {
   return std::find(kSyncedKinds.begin(), kSyncedKinds.end(), kind) != kSyncedKinds.end();
 }
 
-Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& context) {
-  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  std::string leaf_pem;
-  std::string chain_pem;
-  if (auth) {
-    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
-      leaf_pem += StringOf(v);
-    }
-    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME)) {
-      chain_pem += StringOf(v);
-    }
-  }
-  if (leaf_pem.empty()) return Unauthenticated("a node SVID client certificate is required");
+Result<core::SpiffeId> AgentApi::VerifyPeer(const std::string& leaf_pem,
+                                            const std::string& chain_pem,
+                                            const std::shared_ptr<const core::TrustBundle>& bundle,
+                                            TimePoint now, const std::string& cache_key) {
   auto leaf = core::ParseCertificatesPem(leaf_pem);
   if (!leaf.ok() || leaf->size() != 1) {
     return Unauthenticated("client certificate could not be parsed");
@@ -137,12 +128,50 @@ Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& 
     }
   }
   core::BundleSet bundles;
-  bundles.Put(std::make_shared<core::TrustBundle>(cp_.Bundle()));
-  auto id = core::VerifyX509Svid(chain, bundles, cp_.clock().Now());
+  bundles.Put(bundle);
+  auto id = core::VerifyX509Svid(chain, bundles, now);
   if (!id.ok()) {
     return Unauthenticated("client certificate is not a valid SVID of this trust domain: " +
                            id.error().message());
   }
+  TimePoint not_after = chain.front().NotAfter();
+  for (const auto& c : chain) not_after = std::min(not_after, c.NotAfter());
+  std::lock_guard lock(peer_cache_mu_);
+  if (peer_cache_.size() >= kPeerCacheEntries) peer_cache_.clear();
+  peer_cache_.insert_or_assign(cache_key, VerifiedPeer{*id, bundle, not_after});
+  return id;
+}
+
+Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  std::string leaf_pem;
+  std::string chain_pem;
+  if (auth) {
+    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) {
+      leaf_pem += StringOf(v);
+    }
+    for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_CHAIN_PROPERTY_NAME)) {
+      chain_pem += StringOf(v);
+    }
+  }
+  if (leaf_pem.empty()) return Unauthenticated("a node SVID client certificate is required");
+  // Verified peers are cached by their exact certificate chain text and the bundle they were
+  // verified against, until the leaf expires: parsing and path validation dominated the cost
+  // of every call. The node record (revocation) is still read on every call below.
+  std::shared_ptr<const core::TrustBundle> bundle = cp_.BundlePtr();
+  const TimePoint now = cp_.clock().Now();
+  const std::string cache_key = leaf_pem + "\n" + chain_pem;
+  std::optional<core::SpiffeId> cached_id;
+  {
+    std::lock_guard lock(peer_cache_mu_);
+    auto it = peer_cache_.find(cache_key);
+    if (it != peer_cache_.end() && it->second.bundle == bundle && now < it->second.not_after) {
+      cached_id = it->second.id;
+    }
+  }
+  Result<core::SpiffeId> id = cached_id ? Result<core::SpiffeId>(*cached_id)
+                                        : VerifyPeer(leaf_pem, chain_pem, bundle, now, cache_key);
+  if (!id.ok()) return std::move(id).error();
   const std::string& path = id->path();
   std::string name;
   if (id->trust_domain() == cp_.trust_domain() && path.starts_with(kNodePathPrefix)) {
@@ -162,7 +191,6 @@ Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& 
   if (node->spiffe_id != id->str()) {
     return PermissionDenied("node \"" + name + "\" is registered under another SPIFFE ID");
   }
-  TimePoint now = cp_.clock().Now();
   if (now - node->last_seen >= kNodeLastSeenInterval) {
     // Best effort, and only the last_seen column: it cannot undo a concurrent revocation.
     if (cp_.store().TouchNode(name, now).ok()) node->last_seen = now;

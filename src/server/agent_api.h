@@ -11,7 +11,10 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
+#include <unordered_map>
 
 #include <grpcpp/grpcpp.h>
 
@@ -27,6 +30,8 @@ namespace sigil::server {
 inline constexpr Seconds kNodeLastSeenInterval{60};
 // Sync: how long one wait for a store commit lasts before cancellation/bundle are re-checked.
 inline constexpr std::chrono::milliseconds kSyncPollInterval{1000};
+// Verified peer certificates remembered (AuthenticateNode); the cache is reset when full.
+inline constexpr size_t kPeerCacheEntries = 16384;
 // Sync: change-log page size.
 inline constexpr uint32_t kSyncPageSize = 500;
 
@@ -81,8 +86,22 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
   // else from the store.
   Result<store::ChangePage> NextChanges(uint64_t revision);
 
+  // Parses and path-validates a peer chain against `bundle`; caches the result under
+  // `cache_key` until the chain's earliest expiry.
+  Result<core::SpiffeId> VerifyPeer(const std::string& leaf_pem, const std::string& chain_pem,
+                                    const std::shared_ptr<const core::TrustBundle>& bundle,
+                                    TimePoint now, const std::string& cache_key);
+
+  struct VerifiedPeer {
+    core::SpiffeId id;
+    std::shared_ptr<const core::TrustBundle> bundle;  // verified against exactly this bundle
+    TimePoint not_after;
+  };
+
   ControlPlane& cp_;
   ChangeFeed feed_;
+  std::mutex peer_cache_mu_;
+  std::unordered_map<std::string, VerifiedPeer> peer_cache_;  // guarded by peer_cache_mu_
   metrics::ServerMetrics* metrics_ = nullptr;
   std::atomic<int64_t> sync_streams_{0};
   std::atomic<bool> shutting_down_{false};

@@ -25,6 +25,7 @@
 #include "core/kek.h"
 #include "core/trust_bundle.h"
 #include "resources/resource.h"
+#include "server/audit_batcher.h"
 #include "server/metrics.h"
 #include "server/workload_catalog.h"
 #include "store/store.h"
@@ -110,6 +111,8 @@ class ControlPlane {
   void AttachMetrics(metrics::ServerMetrics* metrics) { metrics_ = metrics; }
 
   core::TrustBundle Bundle() const;
+  // The same, shared and immutable (rebuilt only when the authorities change): cheap per call.
+  std::shared_ptr<const core::TrustBundle> BundlePtr() const;
   // The current root CA certificate (what join tokens pin).
   core::Certificate Root() const;
   // Advances CA rotation; persists and audits when the bundle changed. Returns true then.
@@ -204,7 +207,8 @@ class ControlPlane {
         store_(std::move(store)),
         kek_(std::move(kek)),
         clock_(clock),
-        catalog_(*store_) {}
+        catalog_(*store_),
+        audit_(*store_) {}
   Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
   Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
   store::AuditEvent Event(std::string type, std::string actor) const;
@@ -232,11 +236,13 @@ class ControlPlane {
   const Clock& clock_;
   bool created_ = false;
   WorkloadCatalog catalog_;  // over *store_
+  AuditBatcher audit_;       // over *store_: issuance audits, group-committed
 
   metrics::ServerMetrics* metrics_ = nullptr;  // set once before serving
 
   mutable std::mutex mu_;
-  std::optional<core::AuthoritySet> authorities_;  // guarded by mu_
+  std::optional<core::AuthoritySet> authorities_;    // guarded by mu_
+  std::shared_ptr<const core::TrustBundle> bundle_;  // guarded by mu_; authorities_->Bundle()
 };
 
 }  // namespace sigil::server

@@ -188,7 +188,7 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
                                   {"expires", ToUnixSeconds(grant.expires_at)}}
                        .dump();
   // No secret leaves the server unaudited.
-  SIGIL_TRY(store_->AppendAudit(std::span(&e, 1)));
+  SIGIL_TRY(audit_.Append(std::move(e)));
   return grant;
 }
 

@@ -88,6 +88,11 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
   SIGIL_ASSIGN_OR_RETURN(auto conn, internal::Connection::Open(path, busy_ms));
   SIGIL_TRY(internal::MigrateSchema(*conn, path));
   std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(conn), path, options));  // NOLINT
+  if (path != ":memory:") {
+    // A second connection for the hot reads, so they do not queue behind a write's fsync
+    // (WAL: readers see the last committed state without blocking the writer).
+    SIGIL_ASSIGN_OR_RETURN(store->read_conn_, internal::Connection::Open(path, busy_ms));
+  }
   SIGIL_ASSIGN_OR_RETURN(store->known_revision_, store->CurrentRevision());
   return store;
 }
@@ -96,8 +101,10 @@ SqliteStore::SqliteStore(std::unique_ptr<internal::Connection> conn, std::string
                          const SqliteOptions& options)
     : path_(std::move(path)), options_(options), conn_(std::move(conn)) {}
 
-Result<uint64_t> SqliteStore::ReadMeta(std::string_view key) {
-  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn_->Prepare("SELECT value FROM meta WHERE key = ?1"));
+Result<uint64_t> SqliteStore::ReadMeta(std::string_view key) { return ReadMetaOn(*conn_, key); }
+
+Result<uint64_t> SqliteStore::ReadMetaOn(internal::Connection& conn, std::string_view key) {
+  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn.Prepare("SELECT value FROM meta WHERE key = ?1"));
   stmt.Bind(1, key);
   SIGIL_ASSIGN_OR_RETURN(bool row, stmt.Step());
   if (!row) return Internal("store: meta key " + std::string(key) + " is missing");
@@ -230,11 +237,11 @@ StoredResource ReadResource(const internal::Statement& s) {
 }  // namespace
 
 Result<StoredResource> SqliteStore::Get(const std::string& kind, const std::string& name) {
-  std::lock_guard lock(mu_);
+  auto [lock, conn] = Reader();
   SIGIL_ASSIGN_OR_RETURN(
       auto stmt,
-      conn_->Prepare("SELECT kind, name, resource_version, spec_json, created_us, updated_us"
-                     " FROM resources WHERE kind = ?1 AND name = ?2"));
+      conn->Prepare("SELECT kind, name, resource_version, spec_json, created_us, updated_us"
+                    " FROM resources WHERE kind = ?1 AND name = ?2"));
   stmt.Bind(1, kind).Bind(2, name);
   SIGIL_ASSIGN_OR_RETURN(bool found, stmt.Step());
   if (!found) return NotFound("store: " + ResourceKey(kind, name) + " not found");
@@ -242,14 +249,14 @@ Result<StoredResource> SqliteStore::Get(const std::string& kind, const std::stri
 }
 
 Result<ResourceList> SqliteStore::List(const std::string& kind) {
-  std::lock_guard lock(mu_);
-  SIGIL_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(*conn_, Transaction::Mode::kRead));
+  auto [lock, conn] = Reader();
+  SIGIL_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(*conn, Transaction::Mode::kRead));
   ResourceList out;
-  SIGIL_ASSIGN_OR_RETURN(out.revision, ReadMeta("revision"));
+  SIGIL_ASSIGN_OR_RETURN(out.revision, ReadMetaOn(*conn, "revision"));
   SIGIL_ASSIGN_OR_RETURN(
       auto stmt,
-      conn_->Prepare("SELECT kind, name, resource_version, spec_json, created_us, updated_us"
-                     " FROM resources WHERE kind = ?1 ORDER BY name"));
+      conn->Prepare("SELECT kind, name, resource_version, spec_json, created_us, updated_us"
+                    " FROM resources WHERE kind = ?1 ORDER BY name"));
   stmt.Bind(1, kind);
   while (true) {
     SIGIL_ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -261,16 +268,21 @@ Result<ResourceList> SqliteStore::List(const std::string& kind) {
 }
 
 Result<uint64_t> SqliteStore::CurrentRevision() {
-  std::lock_guard lock(mu_);
-  return ReadMeta("revision");
+  auto [lock, conn] = Reader();
+  return ReadMetaOn(*conn, "revision");
+}
+
+SqliteStore::ReadAccess SqliteStore::Reader() {
+  if (read_conn_) return {std::unique_lock(read_mu_), read_conn_.get()};
+  return {std::unique_lock(mu_), conn_.get()};
 }
 
 Result<ChangePage> SqliteStore::ChangesSince(uint64_t after, uint32_t limit) {
   limit = std::clamp<uint32_t>(limit, 1, 10000);
-  std::lock_guard lock(mu_);
-  SIGIL_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(*conn_, Transaction::Mode::kRead));
-  SIGIL_ASSIGN_OR_RETURN(uint64_t current, ReadMeta("revision"));
-  SIGIL_ASSIGN_OR_RETURN(uint64_t horizon, ReadMeta("compacted_revision"));
+  auto [lock, conn] = Reader();
+  SIGIL_ASSIGN_OR_RETURN(auto tx, Transaction::Begin(*conn, Transaction::Mode::kRead));
+  SIGIL_ASSIGN_OR_RETURN(uint64_t current, ReadMetaOn(*conn, "revision"));
+  SIGIL_ASSIGN_OR_RETURN(uint64_t horizon, ReadMetaOn(*conn, "compacted_revision"));
   if (after < horizon || after > current) {
     return FailedPrecondition("store: cannot resume from revision " + std::to_string(after) +
                               " (change log holds " + std::to_string(horizon) + ".." +
@@ -281,7 +293,7 @@ Result<ChangePage> SqliteStore::ChangesSince(uint64_t after, uint32_t limit) {
     // A page ends on a revision boundary: never half of one Apply batch.
     SIGIL_ASSIGN_OR_RETURN(
         auto stmt,
-        conn_->Prepare(
+        conn->Prepare(
             "SELECT revision, kind, name, op, resource_version, spec_json, time_us FROM changes"
             " WHERE revision > ?1 AND revision <= (SELECT max(revision) FROM (SELECT revision"
             " FROM changes WHERE revision > ?1 ORDER BY revision LIMIT ?2))"

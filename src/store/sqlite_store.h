@@ -6,10 +6,10 @@
 // concurrency checks, the revision counter, the audit chain head) are serialised across
 // every connection to the file, including other SqliteStore handles and other processes.
 //
-// Thread-safety: thread-safe. One SQLite connection per SqliteStore, serialised by `mu_`
-// (calls on one handle run one at a time; WAL lets readers on other handles proceed while
-// one writes). A connection pool for concurrent reads can come later without changing the
-// interface.
+// Thread-safety: thread-safe. Writes (and the remaining reads) go through one connection
+// serialised by `mu_`; the hot reads (Get, List, CurrentRevision, ChangesSince, GetNode,
+// GetBlob) use a second connection under `read_mu_`, so they are not stuck behind a write's
+// fsync. WAL gives them the last committed state, including this handle's own commits.
 #pragma once
 
 #include <condition_variable>
@@ -81,6 +81,14 @@ class SqliteStore final : public Store {
 
   // Helpers below run inside a transaction opened by the caller, with mu_ held.
   Result<uint64_t> ReadMeta(std::string_view key);
+  static Result<uint64_t> ReadMetaOn(internal::Connection& conn, std::string_view key);
+  // The connection for plain reads (Get, List, CurrentRevision, ChangesSince, GetNode,
+  // GetBlob) with its lock held: the read connection when there is one (file databases).
+  struct ReadAccess {
+    std::unique_lock<std::mutex> lock;
+    internal::Connection* conn;
+  };
+  ReadAccess Reader();
   Result<void> WriteMeta(std::string_view key, uint64_t value);
   Result<WriteResult> ApplyOne(const ResourceWrite& w, uint64_t revision, int64_t now_us);
   // Appends `events` to the chain after the current head; returns their seqs.
@@ -99,6 +107,8 @@ class SqliteStore final : public Store {
 
   std::mutex mu_;  // guards conn_ (every statement and transaction on it)
   std::unique_ptr<internal::Connection> conn_;
+  std::mutex read_mu_;                               // guards read_conn_
+  std::unique_ptr<internal::Connection> read_conn_;  // null for ":memory:"
 
   std::mutex notify_mu_;  // guards known_revision_; never held together with mu_
   std::condition_variable revision_cv_;

@@ -196,8 +196,8 @@ Result<void> SqliteStore::UpsertNode(const NodeRecord& node, std::span<const Aud
 
 Result<NodeRecord> SqliteStore::GetNode(const std::string& name) {
   static const std::string kSql = Concat(kSelectNode, " WHERE name = ?1");
-  std::lock_guard lock(mu_);
-  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn_->Prepare(kSql));
+  auto [lock, conn] = Reader();
+  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn->Prepare(kSql));
   stmt.Bind(1, name);
   SIGIL_ASSIGN_OR_RETURN(bool found, stmt.Step());
   if (!found) return NotFound("store: node " + name + " not found");
@@ -284,8 +284,8 @@ Result<void> SqliteStore::RecordNodeSvid(const std::string& name, const std::str
 }
 
 Result<std::vector<uint8_t>> SqliteStore::GetBlob(const std::string& name) {
-  std::lock_guard lock(mu_);
-  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn_->Prepare("SELECT data FROM blobs WHERE name = ?1"));
+  auto [lock, conn] = Reader();
+  SIGIL_ASSIGN_OR_RETURN(auto stmt, conn->Prepare("SELECT data FROM blobs WHERE name = ?1"));
   stmt.Bind(1, name);
   SIGIL_ASSIGN_OR_RETURN(bool found, stmt.Step());
   if (!found) return NotFound("store: blob " + name + " not found");
