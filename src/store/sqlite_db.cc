@@ -1,6 +1,7 @@
 #include "store/sqlite_db.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -124,14 +125,18 @@ std::vector<uint8_t> Statement::Blob(int col) const {
 Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, int busy_timeout_ms) {
   if (path.empty()) return InvalidArgument("store: database path is empty");
   const bool in_memory = path == ":memory:";
-  if (!in_memory) {
+  struct stat st {};
+  if (!in_memory && ::stat(path.c_str(), &st) != 0) {
     // Create the file ourselves so it is 0600 from the start; SQLite gives the -wal and
-    // -shm files the database file's permissions.
-    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    if (fd < 0) {
+    // -shm files the database file's permissions. Only when it does not exist yet: closing
+    // any other descriptor of a database file drops every POSIX lock this process holds on
+    // it (fcntl semantics), including those of connections already open, which lets
+    // another connection reset the WAL under them.
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno != EEXIST) {
       return Unavailable("store: open " + path + ": " + std::strerror(errno));
     }
-    ::close(fd);
+    if (fd >= 0) ::close(fd);
   }
   sqlite3* db = nullptr;
   int flags = SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX;

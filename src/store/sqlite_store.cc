@@ -88,7 +88,7 @@ Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
   SIGIL_ASSIGN_OR_RETURN(auto conn, internal::Connection::Open(path, busy_ms));
   SIGIL_TRY(internal::MigrateSchema(*conn, path));
   std::unique_ptr<SqliteStore> store(new SqliteStore(std::move(conn), path, options));  // NOLINT
-  if (path != ":memory:") {
+  if (path != ":memory:" && options.separate_read_connection) {
     // A second connection for the hot reads, so they do not queue behind a write's fsync
     // (WAL: readers see the last committed state without blocking the writer).
     SIGIL_ASSIGN_OR_RETURN(store->read_conn_, internal::Connection::Open(path, busy_ms));

@@ -29,6 +29,8 @@ struct SqliteOptions {
   // How often WaitForChange re-reads the revision to see other connections' commits.
   std::chrono::milliseconds change_poll_interval{250};
   const Clock* clock = &Clock::System();  // borrowed; must outlive the store
+  // A second connection for the hot reads (see the class comment).
+  bool separate_read_connection = true;
 };
 
 class SqliteStore final : public Store {
