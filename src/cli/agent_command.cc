@@ -13,6 +13,7 @@
 #include "agent/workloadapi/workload_api_server.h"
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/grpc_log.h"
 #include "common/file_util.h"
 #include "common/log.h"
 
@@ -126,6 +127,7 @@ int RunAgent(std::span<const std::string> args) {
   pthread_sigmask(SIG_BLOCK, &set, nullptr);
   signal(SIGPIPE, SIG_IGN);
   Logger log(std::cerr, f.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
+  InstallGrpcLogFilter();
   return ServeAgent(std::move(f), log);
 }
 

@@ -23,6 +23,7 @@
 
 #include "cli/commands.h"
 #include "cli/flags.h"
+#include "cli/grpc_log.h"
 #include "common/file_util.h"
 #include "server/admin_api.h"
 #include "server/agent_api.h"
@@ -384,6 +385,7 @@ int RunServer(std::span<const std::string> args) {
   signal(SIGPIPE, SIG_IGN);
   server::Logger log(std::cerr,
                      f.log_format == "json" ? server::LogFormat::kJson : server::LogFormat::kText);
+  InstallGrpcLogFilter();
   return Serve(f, log);
 }
 
