@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -367,6 +368,43 @@ class AgentTest(unittest.TestCase):
         pid = self.agent.proc.pid
         self.assertEqual(Path(f"/proc/{pid}/coredump_filter").read_text().strip(), "00000010")
         self.assertEqual((self.agent_data / "node.key").stat().st_mode & 0o777, 0o600)
+
+    def health_json(self) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://{self.health}/healthz", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    def test_10_server_outage(self):
+        """The server goes away: the agent keeps serving what it holds, reports itself degraded,
+        and resyncs on its own when the server is back on the same address."""
+        self.wait_synced()
+        before = self.fetch_x509()
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait_exit(15), 0, self.server.output)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and self.health_json()[0] == 200:
+            time.sleep(0.2)
+        status, body = self.health_json()
+        self.assertEqual(status, 503, body)
+        self.assertFalse(body["synced"])
+        during = self.fetch_x509()
+        self.assertEqual([s.spiffe_id for s in during.svids], [s.spiffe_id for s in before.svids])
+        # Back on the same port: the agent reconnects by itself (jittered backoff, no restart).
+        ready = self.tmp / "server2.ready"
+        peer = Peer([self.sigil, "server", "--data-dir", self.server_data,
+                     "--admin-listen", "127.0.0.1:0", "--agent-listen", self.agent_api,
+                     "--metrics-listen", "off", "--ready-file", ready], "sigil-server-2")
+        self.peers.append(peer)
+        addr = self._wait_ready(peer, ready, "restarted server")
+        type(self).server = peer
+        type(self).admin_url = "https://" + addr["admin"]
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline and self.health_json()[0] != 200:
+            time.sleep(0.3)
+        self.assertEqual(self.health_json()[0], 200, self.agent.output)
+        self.assertIn("sync.disconnected", self.agent.output)
 
     def test_99_restart_without_token(self):
         self.wait_synced()

@@ -54,8 +54,17 @@ Result<std::shared_ptr<const HeldSvid>> SvidCache::Get(
   if (slot->current && Fresh(*slot->current) && slot->current->chain.size() > 0) {
     return slot->current;
   }
-  SIGIL_ASSIGN_OR_RETURN(auto held, Issue(spec, id, process));
-  slot->current = held;
+  auto held = Issue(spec, id, process);
+  if (!held.ok()) {
+    // The server is unreachable or refused: keep serving what we hold while it is valid.
+    if (slot->current && clock_.Now() < slot->current->not_after &&
+        (held.error().code() == ErrorCode::kUnavailable ||
+         held.error().code() == ErrorCode::kDeadlineExceeded)) {
+      return slot->current;
+    }
+    return std::move(held).error();
+  }
+  slot->current = *held;
   return held;
 }
 

@@ -61,6 +61,8 @@ class SvidCache {
       : sign_(std::move(sign)), mint_(std::move(mint)), clock_(clock) {}
 
   // The current SVID for (spec, id), issued now if there is none or it is past half-life.
+  // When that issuance fails as Unavailable (server unreachable) the held SVID is returned
+  // while it has not expired.
   Result<std::shared_ptr<const HeldSvid>> Get(const resources::WorkloadIdentitySpec& spec,
                                               const core::SpiffeId& id,
                                               const sigil::agent::v1::AttestedProcess& process);
