@@ -40,6 +40,9 @@ std::string_view WrappedId(std::string_view seg, std::string_view prefix, std::s
 // pods; the systemd driver spells '-' as '_'. Returns the UID with '-' restored, or "".
 std::string PodUid(std::string_view raw, char dash) {
   if (raw.size() != 32 && raw.size() != 36) return {};
+  // Each driver has one spelling: a '-' where the systemd driver writes '_' is not kubelet's
+  // name, and must not alias the UID of the canonically spelled one (fail closed).
+  if (dash != '-' && raw.find('-') != std::string_view::npos) return {};
   std::string uid(raw);
   for (char& c : uid) {
     if (c == dash) c = '-';

@@ -177,6 +177,13 @@ INSTANTIATE_TEST_SUITE_P(
              "/kubepods.slice/kubepods-burstable.slice/kubepods-besteffort-pod" + kPodUnderscored +
                  ".slice/crio-" + kId + ".scope",
              "", "", "", "crio-" + kId + ".scope", ""},
+        // Found by fuzz/attest_proc_cgroup: a '-' left in the systemd driver's '_' spelling
+        // used to be accepted, aliasing two cgroup names to one pod UID.
+        Case{"k8s_systemd_mixed_dash",
+             "/kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod"
+             "5f4bd0a8_3b5c_4c8e_9d55-2a4d1c0e9f11.slice/cri-containerd-" +
+                 kId + ".scope",
+             "", "", "", "cri-containerd-" + kId + ".scope", ""},
         Case{"k8s_pod_only", "/kubepods.slice/kubepods-pod" + kPodUnderscored + ".slice", "", "",
              kPod, "", ""},
         Case{"k8s_static_pod",
