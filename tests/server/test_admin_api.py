@@ -254,6 +254,34 @@ class SecretsAndConcurrencyTest(ServerCase):
                 self.assertNotIn(secret.encode(), f.read_bytes(), f"secret in clear in {f}")
 
 
+class ConfigFileTest(helpers.InteropCase):
+    def test_config_file_and_flag_override(self):
+        data = self.tmp / "data"
+        ready = self.tmp / "ready"
+        cfg = self.path("server.yaml")
+        cfg.write_text(f"data-dir: {data}\ntrust-domain: {TD}\nadmin-listen: 127.0.0.1:0\n"
+                       f"agent-listen: 127.0.0.1:1\nmetrics-listen: \"off\"\n")
+        # --agent-listen on the command line overrides the config's unusable port 1.
+        peer = Peer([self.sigil.bin, "server", "--config", cfg, "--agent-listen", "127.0.0.1:0",
+                     "--ready-file", ready], "sigil-server")
+        self.addCleanup(peer.kill)
+        deadline = time.monotonic() + 15
+        while not ready.exists():
+            if peer.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"server did not become ready\n{peer.output}")
+            time.sleep(0.05)
+        addr = dict(line.split("=", 1) for line in ready.read_text().split())
+        self.assertIn("agent", addr)
+        r = run([self.sigil.bin, "node", "list", "--server", "https://" + addr["admin"],
+                 "--credentials", data / "admin"])
+        self.assertEqual(r.returncode, 0)
+        bad = self.path("bad.yaml")
+        bad.write_text("colour: blue\n")
+        r = run([self.sigil.bin, "server", "--config", bad], check=False)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn('unknown key "colour"', r.stderr)
+
+
 def parse_metrics(text: str) -> tuple[dict[str, str], dict[str, float]]:
     """Prometheus text format -> ({name: type}, {sample-with-labels: value})."""
     types: dict[str, str] = {}
