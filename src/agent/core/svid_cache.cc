@@ -98,14 +98,22 @@ Result<HeldJwt> SvidCache::GetJwt(const core::SpiffeId& id, std::vector<std::str
 
 size_t SvidCache::Maintain(const std::vector<resources::WorkloadIdentitySpec>& current,
                            std::vector<Error>* errors) {
-  std::vector<std::pair<std::string, std::shared_ptr<Slot>>> slots;
+  std::vector<std::string> keys;
+  std::vector<std::shared_ptr<Slot>> held;
   {
     std::lock_guard lock(mu_);
-    slots.assign(slots_.begin(), slots_.end());
+    keys.reserve(slots_.size());
+    held.reserve(slots_.size());
+    for (const auto& entry : slots_) {
+      keys.push_back(entry.first);
+      held.push_back(entry.second);
+    }
   }
   size_t changed = 0;
   const TimePoint now = clock_.Now();
-  for (auto& [key, slot] : slots) {
+  for (size_t i = 0; i < held.size(); ++i) {
+    const std::string& key = keys[i];
+    Slot* slot = held[i].get();
     bool drop = false;
     {
       std::lock_guard issue(slot->issue_mu);
@@ -130,7 +138,7 @@ size_t SvidCache::Maintain(const std::vector<resources::WorkloadIdentitySpec>& c
     if (drop) {
       std::lock_guard lock(mu_);
       auto it = slots_.find(key);
-      if (it != slots_.end() && it->second == slot) {
+      if (it != slots_.end() && it->second.get() == slot) {
         slots_.erase(it);
         ++changed;
       }

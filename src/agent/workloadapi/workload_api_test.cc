@@ -610,7 +610,7 @@ TEST_F(WorkloadApiTest, ExplainWithoutAgentIsUnavailable) {
 // ---- lifecycle ----
 
 TEST_F(WorkloadApiTest, StopWithOpenStreamsReturnsPromptly) {
-  StartServer(ServerOptions{});  // the default stream_poll (1 s)
+  StartServer(ServerOptions{});  // the default stream_poll
   auto stub = Stub();
   auto svids = OpenX509(*stub);
   auto bundles = OpenX509Bundles(*stub);
