@@ -69,42 +69,14 @@ spec:
 
 
 def _modules():
-    mods, missing = {}, []
-    for mod, pkg in (("grpc", "python3-grpcio"), ("cryptography", "python3-cryptography"),
-                     ("jwt", "python3-jwt"), ("grpc_tools.protoc", "python3-grpc-tools")):
-        try:
-            mods[mod] = importlib.import_module(mod)
-        except ImportError as e:
-            missing.append(f"{mod} ({pkg}): {e}")
-    if missing:
-        raise AssertionError("missing modules (tests never skip): " + "; ".join(missing))
-    return mods
+    return helpers.require_modules()
 
 
 def compile_stubs(out: Path):
-    import grpc_tools
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
-    out.mkdir(parents=True, exist_ok=True)
-    r = run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}", f"-I{well_known}",
-             f"--python_out={out}", f"--grpc_python_out={out}", PROTO], check=False, timeout=60)
-    if r.returncode != 0:
-        raise AssertionError(f"grpc_tools.protoc failed:\n{r.stdout}\n{r.stderr}")
-    sys.path.insert(0, str(out))
-    return importlib.import_module("workload_pb2"), importlib.import_module("workload_pb2_grpc")
+    return helpers.compile_proto(PROTO, out)
 
 
-def split_der(blob: bytes) -> list[bytes]:
-    out, i = [], 0
-    while i < len(blob):
-        n = blob[i + 1]
-        if n < 0x80:
-            length, hdr = n, 2
-        else:
-            k = n & 0x7F
-            length, hdr = int.from_bytes(blob[i + 2:i + 2 + k], "big"), 2 + k
-        out.append(blob[i:i + hdr + length])
-        i += hdr + length
-    return out
+split_der = helpers.split_der_chain
 
 
 class AgentTest(unittest.TestCase):

@@ -519,3 +519,62 @@ def main() -> None:
         print("FAILED: no tests ran", file=sys.stderr)
         sys.exit(1)
     sys.exit(0 if result.wasSuccessful() else 1)
+
+
+# --------------------------------------------------------------------------------------------
+# gRPC clients in Python (agent API, Workload API)
+# --------------------------------------------------------------------------------------------
+
+GRPC_MODULES = (("grpc", "python3-grpcio"), ("cryptography", "python3-cryptography"),
+                ("jwt", "python3-jwt"), ("grpc_tools.protoc", "python3-grpc-tools"))
+
+
+def require_modules(pairs=GRPC_MODULES) -> dict:
+    """Imports each (module, Debian package); a missing one FAILS naming the package."""
+    import importlib
+    mods, missing = {}, []
+    for mod, pkg in pairs:
+        try:
+            mods[mod] = importlib.import_module(mod)
+        except ImportError as e:
+            missing.append(f"{mod} ({pkg}): {e}")
+    if missing:
+        raise AssertionError(f"{sys.executable} lacks required modules (tests never skip): "
+                             + "; ".join(missing))
+    return mods
+
+
+def compile_proto(proto: Path, out: Path):
+    """Compiles `proto` with grpc_tools.protoc (well-known types included) into `out` and
+    returns its (<name>_pb2, <name>_pb2_grpc) modules."""
+    import importlib
+    import grpc_tools
+    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    out.mkdir(parents=True, exist_ok=True)
+    r = run([sys.executable, "-m", "grpc_tools.protoc", f"-I{proto.parent}", f"-I{well_known}",
+             f"--python_out={out}", f"--grpc_python_out={out}", proto], check=False, timeout=60)
+    if r.returncode != 0:
+        raise AssertionError(f"grpc_tools.protoc failed on {proto} (exit {r.returncode}):\n"
+                             f"{r.stdout}\n{r.stderr}")
+    sys.path.insert(0, str(out))
+    names = (proto.stem + "_pb2", proto.stem + "_pb2_grpc")
+    for name in names:
+        sys.modules.pop(name, None)
+    return importlib.import_module(names[0]), importlib.import_module(names[1])
+
+
+def split_der_chain(blob: bytes) -> list[bytes]:
+    """Concatenated DER certificates -> list of DER (each an ASN.1 SEQUENCE)."""
+    out, i = [], 0
+    while i < len(blob):
+        if blob[i] != 0x30:
+            raise AssertionError(f"DER chain byte {i}: expected a SEQUENCE, got {blob[i]:#x}")
+        n = blob[i + 1]
+        if n < 0x80:
+            length, hdr = n, 2
+        else:
+            k = n & 0x7F
+            length, hdr = int.from_bytes(blob[i + 2:i + 2 + k], "big"), 2 + k
+        out.append(blob[i:i + hdr + length])
+        i += hdr + length
+    return out

@@ -52,54 +52,19 @@ TLS_NAME = "localhost"  # the DNS SAN of the agent API's server certificate
 
 
 def _require_modules():
-    """grpc, cryptography, jwt: a missing module is a failure with the Debian package name."""
-    missing = []
-    mods = {}
-    for mod, pkg in (("grpc", "python3-grpcio"), ("cryptography", "python3-cryptography"),
-                     ("jwt", "python3-jwt"), ("grpc_tools.protoc", "python3-grpc-tools")):
-        try:
-            mods[mod] = importlib.import_module(mod)
-        except ImportError as e:
-            missing.append(f"{mod} ({pkg}): {e}")
-    if missing:
-        raise AssertionError(f"{sys.executable} lacks required modules (tests never skip): "
-                             + "; ".join(missing))
-    return mods
+    return helpers.require_modules()
 
 
 def compile_stubs(out: Path):
-    """Compiles agent.proto with grpc_tools.protoc into `out`; returns (agent_pb2, agent_pb2_grpc)."""
-    out.mkdir(parents=True, exist_ok=True)
-    r = run([sys.executable, "-m", "grpc_tools.protoc", f"-I{PROTO.parent}",
-             f"--python_out={out}", f"--grpc_python_out={out}", PROTO], check=False, timeout=60)
-    if r.returncode != 0:
-        raise AssertionError(f"grpc_tools.protoc failed on {PROTO} (exit {r.returncode}):\n"
-                             f"{r.stdout}\n{r.stderr}")
-    sys.path.insert(0, str(out))
-    for name in ("agent_pb2", "agent_pb2_grpc"):
-        sys.modules.pop(name, None)
-    return importlib.import_module("agent_pb2"), importlib.import_module("agent_pb2_grpc")
+    """Compiles agent.proto; returns (agent_pb2, agent_pb2_grpc)."""
+    return helpers.compile_proto(PROTO, out)
 
 
 # --------------------------------------------------------------------------------------------
 # Certificates, keys, CSRs (python3-cryptography)
 # --------------------------------------------------------------------------------------------
 
-def split_der_chain(blob: bytes) -> list[bytes]:
-    """Concatenated DER certificates -> list of DER (each an ASN.1 SEQUENCE)."""
-    out, i = [], 0
-    while i < len(blob):
-        if blob[i] != 0x30:
-            raise AssertionError(f"svid_chain byte {i}: expected a DER SEQUENCE, got {blob[i]:#x}")
-        n = blob[i + 1]
-        if n < 0x80:
-            length, hdr = n, 2
-        else:
-            k = n & 0x7F
-            length, hdr = int.from_bytes(blob[i + 2:i + 2 + k], "big"), 2 + k
-        out.append(blob[i:i + hdr + length])
-        i += hdr + length
-    return out
+split_der_chain = helpers.split_der_chain
 
 
 def der_certs(blob: bytes):
