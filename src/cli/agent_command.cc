@@ -1,20 +1,19 @@
 // `sigil agent`: the node agent (src/agent/core/agent.h) serving the SPIFFE Workload API on a
 // Unix socket, and `sigil whoami`, which asks the agent what the calling process would get.
-#include <signal.h>
 
 #include <iostream>
 #include <memory>
 
 #include "agent/attest/attest.h"
 #include "agent/core/agent.h"
-#include "agent/core/first_contact.h"
 #include "agent/core/health_http.h"
 #include "agent/custody/harden.h"
 #include "agent/workloadapi/workload_api_server.h"
 #include "cli/commands.h"
+#include "cli/daemon.h"
 #include "cli/flags.h"
-#include "cli/grpc_log.h"
 #include "common/file_util.h"
+#include "common/host_port.h"
 #include "common/log.h"
 
 namespace sigil::cli {
@@ -64,7 +63,7 @@ int ServeAgent(AgentFlags f, Logger& log) {
 
   std::unique_ptr<agent::HealthServer> health;
   if (f.health_listen != "off") {
-    auto addr = agent::SplitAddress("--health-listen", f.health_listen);
+    auto addr = SplitHostPort("--health-listen", f.health_listen);
     if (!addr.ok()) return fail("flags", addr.error());
     auto h = agent::HealthServer::Start(core, addr->first, addr->second);
     if (!h.ok()) return fail("health", h.error());
@@ -77,13 +76,8 @@ int ServeAgent(AgentFlags f, Logger& log) {
       return fail("ready-file", r.error());
     }
   }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  int sig = 0;
-  sigwait(&set, &sig);
-  log.Info("agent.shutdown", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  const std::string_view sig = WaitForTermination();
+  log.Info("agent.shutdown", {{"signal", sig}});
   core.Stop();  // ends streams: the source reports ShuttingDown()
   (*api)->Stop();
   if (health) health->Stop();
@@ -116,18 +110,9 @@ int RunAgent(std::span<const std::string> args) {
   flags.String("ready-file", &f.ready_file,
                "write \"socket=PATH\" and \"health=HOST:PORT\" here once serving");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
-  if (f.log_format != "text" && f.log_format != "json") {
-    std::cerr << "sigil: --log-format: must be text or json\n\n" << flags.Help();
-    return kExitUsage;
-  }
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  Logger log(std::cerr, f.log_format == "json" ? LogFormat::kJson : LogFormat::kText);
-  InstallGrpcLogFilter();
+  std::optional<LogFormat> format = PrepareDaemon(f.log_format, flags);
+  if (!format) return kExitUsage;
+  Logger log(std::cerr, *format);
   return ServeAgent(std::move(f), log);
 }
 

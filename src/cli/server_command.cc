@@ -7,17 +7,15 @@
 //   admin-readonly/     the same for spiffe://TD/sigil/admin/readonly
 //   tls/                the server's own TLS identity for the agent API (gRPC re-reads it):
 //                       server.key (0600; new each start), server.crt, roots.pem
-#include <signal.h>
 #include <sys/stat.h>
 
 #include <unistd.h>
 #include <yaml-cpp/yaml.h>
 
-#include <map>
-
 #include <algorithm>
 #include <condition_variable>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <stdexcept>
@@ -25,10 +23,11 @@
 #include <utility>
 
 #include "cli/commands.h"
+#include "cli/daemon.h"
 #include "cli/flags.h"
-#include "cli/grpc_log.h"
 #include "common/duration.h"
 #include "common/file_util.h"
+#include "common/host_port.h"
 #include "server/admin_api.h"
 #include "server/agent_api.h"
 #include "server/control_plane.h"
@@ -42,24 +41,6 @@ namespace {
 
 constexpr std::string_view kTrustDomainBlob = "config/trust-domain";
 constexpr int kDefaultMetricsPort = 9090;
-
-Result<std::pair<std::string, int>> SplitHostPort(const std::string& flag, const std::string& v) {
-  size_t colon = v.rfind(':');
-  if (colon == std::string::npos || colon == 0) {
-    return InvalidArgument(flag + ": \"" + v + "\" is not HOST:PORT");
-  }
-  int port = -1;
-  try {
-    size_t used = 0;
-    port = std::stoi(v.substr(colon + 1), &used);
-    if (used != v.size() - colon - 1) port = -1;
-  } catch (...) {
-  }
-  if (port < 0 || port > 65535) return InvalidArgument(flag + ": bad port in \"" + v + "\"");
-  std::string host = v.substr(0, colon);
-  if (host.starts_with("[") && host.ends_with("]")) host = host.substr(1, host.size() - 2);
-  return std::make_pair(host, port);
-}
 
 // The trust domain: from the store after the first start, else from --trust-domain.
 Result<core::TrustDomain> ResolveTrustDomain(store::Store& store, const std::string& flag,
@@ -376,14 +357,9 @@ int Serve(const Flags& f, server::Logger& log) {
       plane, **identity, log,
       std::chrono::seconds(std::clamp<int64_t>(f.server_cert_ttl.count() / 8, 1, 10)), f.data_dir);
 
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  int sig = 0;
-  sigwait(&set, &sig);
+  const std::string_view sig = WaitForTermination();
   maintenance.reset();
-  log.Info("server.shutdown", {{"signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"}});
+  log.Info("server.shutdown", {{"signal", sig}});
   if (agent_server) {
     agent_service.Shutdown();
     agent_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
@@ -442,20 +418,9 @@ int RunServer(std::span<const std::string> args) {
       "ready-file", &f.ready_file,
       "write \"admin=HOST:PORT\" (and \"agent=...\", \"metrics=...\") here once listening");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
-  if (f.log_format != "text" && f.log_format != "json") {
-    std::cerr << "sigil: --log-format: must be text or json\n\n" << flags.Help();
-    return kExitUsage;
-  }
-  // Block the signals before any thread starts so only sigwait() sees them.
-  sigset_t set;
-  sigemptyset(&set);
-  sigaddset(&set, SIGTERM);
-  sigaddset(&set, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &set, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-  server::Logger log(std::cerr,
-                     f.log_format == "json" ? server::LogFormat::kJson : server::LogFormat::kText);
-  InstallGrpcLogFilter();
+  std::optional<LogFormat> format = PrepareDaemon(f.log_format, flags);
+  if (!format) return kExitUsage;
+  server::Logger log(std::cerr, *format);
   return Serve(f, log);
 }
 

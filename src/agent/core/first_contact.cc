@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/host_port.h"
 #include "common/ossl.h"
 
 namespace sigil::agent {
@@ -73,30 +74,9 @@ Result<void> ConnectWithTimeout(Fd& sock, const std::string& host, int port,
 
 }  // namespace
 
-Result<std::pair<std::string, int>> SplitAddress(const std::string& what,
-                                                 const std::string& address) {
-  size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == address.size()) {
-    return InvalidArgument(what + ": \"" + address + "\" is not HOST:PORT");
-  }
-  int port = 0;
-  for (char c : address.substr(colon + 1)) {
-    if (c < '0' || c > '9' || port > 65535) {
-      return InvalidArgument(what + ": bad port in \"" + address + "\"");
-    }
-    port = port * 10 + (c - '0');
-  }
-  if (port > 65535) return InvalidArgument(what + ": bad port in \"" + address + "\"");
-  std::string host = address.substr(0, colon);
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  return std::make_pair(host, port);
-}
-
 Result<PinnedServer> FetchPinnedRoot(const std::string& address, const core::JoinToken& token,
                                      std::chrono::milliseconds timeout) {
-  SIGIL_ASSIGN_OR_RETURN(auto hp, SplitAddress("--server", address));
+  SIGIL_ASSIGN_OR_RETURN(auto hp, SplitHostPort("--server", address));
   if (hp.second == 0) return InvalidArgument("--server: port 0 in \"" + address + "\"");
   Fd sock;
   SIGIL_TRY(ConnectWithTimeout(sock, hp.first, hp.second, timeout));

@@ -29,9 +29,4 @@ struct PinnedServer {
 Result<PinnedServer> FetchPinnedRoot(const std::string& address, const core::JoinToken& token,
                                      std::chrono::milliseconds timeout);
 
-// HOST:PORT split (IPv6 in brackets; port 0-65535, 0 meaning "any" for listeners).
-// InvalidArgument naming `what` otherwise.
-Result<std::pair<std::string, int>> SplitAddress(const std::string& what,
-                                                 const std::string& address);
-
 }  // namespace sigil::agent
