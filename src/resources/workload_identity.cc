@@ -119,6 +119,15 @@ bool WorkloadIdentitySpec::Matches(std::span<const std::string> attested) const 
   return SelectorsMatch(selectors, attested);
 }
 
+std::optional<core::SpiffeId> WorkloadIdentitySpec::IdFor(
+    std::string_view node, uint32_t uid, const core::TrustDomain& trust_domain,
+    std::span<const std::string> attested) const {
+  if (!AllowsNode(node) || !Matches(attested)) return std::nullopt;
+  auto id = Render({node, uid});
+  if (!id.ok() || id->trust_domain() != trust_domain) return std::nullopt;
+  return std::move(id).value();
+}
+
 bool WorkloadIdentitySpec::AllowsNode(std::string_view node_name) const {
   if (nodes.empty()) return true;
   return std::any_of(nodes.begin(), nodes.end(), [&](const std::string& n) {

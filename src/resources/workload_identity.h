@@ -52,6 +52,13 @@ struct WorkloadIdentitySpec {
   Result<core::SpiffeId> Render(const TemplateValues& values) const {
     return RenderSpiffeId(spiffe_id, values);
   }
+  // The ID this identity gives a process on `node` with `uid` and `attested` selectors: every
+  // selector present, the node allowed, the rendering valid (so outside /sigil) and in
+  // `trust_domain`. nullopt otherwise. The server (issuance) and the agent (what to fetch)
+  // apply exactly this rule.
+  std::optional<core::SpiffeId> IdFor(std::string_view node, uint32_t uid,
+                                      const core::TrustDomain& trust_domain,
+                                      std::span<const std::string> attested) const;
 };
 
 }  // namespace sigil::resources

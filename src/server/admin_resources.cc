@@ -8,8 +8,6 @@
 namespace sigil::server::admin {
 namespace {
 
-constexpr std::string_view kSecretBlobPrefix = kCredentialSecretBlobPrefix;
-
 // Accepts the Kind name ("WorkloadIdentity"), case-insensitively, and its plural.
 std::optional<resources::Kind> KindFromPath(std::string_view segment) {
   auto lower = [](std::string_view s) {
@@ -147,29 +145,29 @@ void RegisterResourceRoutes(httplib::Server& s, ControlPlane& cp, Logger& /*log*
                        ApplyBatch(cp, req, res, c.spiffe_id, "resource.replace",
                                   std::make_pair(*kind, req.matches[2].str()));
                      }));
-  s.Delete(one,
-           Guarded(td, true,
-                   [&cp](const httplib::Request& req, httplib::Response& res, const Caller& c) {
-                     auto kind = KindOrError(req.matches[1].str(), res);
-                     if (!kind) return;
-                     store::ResourceWrite w;
-                     w.kind = std::string(resources::KindName(*kind));
-                     w.name = req.matches[2].str();
-                     w.op = store::WriteOp::kDelete;
-                     store::AuditEvent e;
-                     e.type = "resource.delete";
-                     e.actor = c.spiffe_id;
-                     e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}}.dump();
-                     // A CredentialSource's sealed secret goes in the same transaction.
-                     std::vector<store::BlobWrite> blobs;
-                     if (*kind == resources::Kind::kCredentialSource) {
-                       blobs.push_back({std::string(kSecretBlobPrefix) + w.name, {}, true});
-                     }
-                     auto applied =
-                         cp.store().ApplyWithBlobs(std::span(&w, 1), blobs, std::span(&e, 1));
-                     if (!applied.ok()) return SendError(res, applied.error());
-                     SendJson(res, 200, {{"kind", w.kind}, {"name", w.name}, {"deleted", true}});
-                   }));
+  s.Delete(
+      one,
+      Guarded(td, true,
+              [&cp](const httplib::Request& req, httplib::Response& res, const Caller& c) {
+                auto kind = KindOrError(req.matches[1].str(), res);
+                if (!kind) return;
+                store::ResourceWrite w;
+                w.kind = std::string(resources::KindName(*kind));
+                w.name = req.matches[2].str();
+                w.op = store::WriteOp::kDelete;
+                store::AuditEvent e;
+                e.type = "resource.delete";
+                e.actor = c.spiffe_id;
+                e.details_json = nlohmann::json{{"kind", w.kind}, {"name", w.name}}.dump();
+                // A CredentialSource's sealed secret goes in the same transaction.
+                std::vector<store::BlobWrite> blobs;
+                if (*kind == resources::Kind::kCredentialSource) {
+                  blobs.push_back({std::string(kCredentialSecretBlobPrefix) + w.name, {}, true});
+                }
+                auto applied = cp.store().ApplyWithBlobs(std::span(&w, 1), blobs, std::span(&e, 1));
+                if (!applied.ok()) return SendError(res, applied.error());
+                SendJson(res, 200, {{"kind", w.kind}, {"name", w.name}, {"deleted", true}});
+              }));
 }
 
 }  // namespace sigil::server::admin

@@ -13,7 +13,6 @@ namespace sigil::server {
 namespace {
 
 constexpr std::string_view kAuthoritiesBlob = "authorities";
-constexpr std::string_view kReservedPath = "/sigil";
 
 bool ValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
@@ -315,22 +314,13 @@ Result<SecretBytes> ControlPlane::OpenSealedBlob(const std::string& name) {
 
 namespace sigil::server {
 
-bool ControlPlane::IsWorkloadId(const core::SpiffeId& id) const {
-  const std::string& path = id.path();
-  bool reserved = path.starts_with(kReservedPath) &&
-                  (path.size() == kReservedPath.size() || path[kReservedPath.size()] == '/');
-  return id.trust_domain() == trust_domain() && !reserved;
-}
-
 Result<std::vector<ControlPlane::WorkloadMatch>> ControlPlane::HeldIdentities(
     const std::string& node, const AttestedProcessInfo& process) {
   SIGIL_ASSIGN_OR_RETURN(WorkloadCatalog::Snapshot identities, catalog_.Current());
   std::vector<WorkloadMatch> held;
   for (const resources::WorkloadIdentitySpec& spec : *identities) {
-    if (!spec.AllowsNode(node) || !spec.Matches(process.selectors)) continue;
-    auto id = spec.Render({node, process.uid});
-    if (!id.ok() || !IsWorkloadId(*id)) continue;
-    held.push_back(WorkloadMatch{spec, std::move(id).value()});
+    auto id = spec.IdFor(node, process.uid, trust_domain(), process.selectors);
+    if (id) held.push_back(WorkloadMatch{spec, std::move(*id)});
   }
   return held;
 }
@@ -355,7 +345,7 @@ Result<ControlPlane::WorkloadMatch> ControlPlane::MatchWorkload(const std::strin
   for (const resources::WorkloadIdentitySpec& spec : *identities) {
     auto id = spec.Render({node, process.uid});
     if (!id.ok() || id->str() != requested_id) continue;
-    if (!IsWorkloadId(*id)) {
+    if (id->trust_domain() != trust_domain()) {  // Render already refused /sigil paths
       reason = "WorkloadIdentity " + spec.name + " renders outside this trust domain's workloads";
       continue;
     }

@@ -223,12 +223,10 @@ class ControlPlane {
                                       std::string_view svid_kind);
   store::AuditEvent WorkloadEvent(std::string type, const std::string& node,
                                   const AttestedProcessInfo& process) const;
-  // Every identity `process` on `node` holds (selectors, node scope, rendering inside this
-  // trust domain's workload space), in WorkloadIdentity name order.
+  // Every identity `process` on `node` holds (WorkloadIdentitySpec::IdFor), in
+  // WorkloadIdentity name order.
   Result<std::vector<WorkloadMatch>> HeldIdentities(const std::string& node,
                                                     const AttestedProcessInfo& process);
-  // In this trust domain and outside the reserved /sigil tree.
-  bool IsWorkloadId(const core::SpiffeId& id) const;
 
   const ControlPlaneOptions options_;
   std::unique_ptr<store::Store> store_;

@@ -41,8 +41,6 @@ pb::AttestedProcess ToProto(const attest::AttestedProcess& p) {
   return out;
 }
 
-constexpr std::string_view kReserved = "/sigil";
-
 }  // namespace
 
 std::vector<MatchedIdentity> MatchIdentities(
@@ -51,15 +49,8 @@ std::vector<MatchedIdentity> MatchIdentities(
     const std::vector<std::string>& selectors) {
   std::vector<MatchedIdentity> out;
   for (const auto& spec : identities) {
-    if (!spec.AllowsNode(node) || !spec.Matches(selectors)) continue;
-    auto id = spec.Render({node, uid});
-    if (!id.ok() || id->trust_domain() != trust_domain) continue;
-    const std::string& path = id->path();
-    if (path.starts_with(kReserved) &&
-        (path.size() == kReserved.size() || path[kReserved.size()] == '/')) {
-      continue;
-    }
-    out.push_back({&spec, std::move(id).value()});
+    auto id = spec.IdFor(node, uid, trust_domain, selectors);
+    if (id) out.push_back({&spec, std::move(*id)});
   }
   return out;
 }

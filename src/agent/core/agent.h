@@ -54,9 +54,8 @@ struct AgentHealth {
   std::string last_error;
 };
 
-// The selectors-based rules the server also enforces (ControlPlane::HeldIdentities): every
-// WorkloadIdentity whose selectors are all among `selectors`, that allows `node`, rendering to
-// an ID in `trust_domain` outside /sigil.
+// The identities a process holds: WorkloadIdentitySpec::IdFor, the rule the server also
+// enforces (ControlPlane::HeldIdentities).
 struct MatchedIdentity {
   const resources::WorkloadIdentitySpec* spec;
   core::SpiffeId id;
