@@ -1,4 +1,10 @@
 // The one Sigil binary. Thin by design: it dispatches to src/cli.
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -33,6 +39,27 @@ constexpr TopCommand kCommands[] = {
     {"version", "print the version", Version},
 };
 
+// `sigil agent ...` runs the lean `sigil-agent` binary installed beside this one when there is
+// one (same code and flags, without the server's libraries: see docs/agent.md, "Binary"), so
+// the long-running daemon does not carry the control plane's libraries in memory. The pid
+// stays the same (exec). SIGIL_AGENT_IN_PROCESS=1 runs it in this binary instead.
+void MaybeExecLeanAgent(int argc, char** argv) {
+  if (const char* v = std::getenv("SIGIL_AGENT_IN_PROCESS"); v != nullptr && *v != '\0') return;
+  std::error_code ec;
+  const auto self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return;
+  const auto lean = self.parent_path() / "sigil-agent";
+  if (::access(lean.c_str(), X_OK) != 0) return;
+  std::vector<char*> lean_argv;
+  std::string name = "sigil-agent";
+  lean_argv.push_back(name.data());
+  for (int i = 2; i < argc; ++i) lean_argv.push_back(argv[i]);
+  lean_argv.push_back(nullptr);
+  ::execv(lean.c_str(), lean_argv.data());
+  std::cerr << "sigil: exec " << lean.string() << ": " << std::strerror(errno)
+            << " (running the agent in this process)\n";
+}
+
 void PrintHelp(std::ostream& os) {
   os << "Usage: sigil COMMAND [args]\n\n"
         "Sigil: workload identity and credential delivery for Linux.\n\nCommands:\n";
@@ -57,6 +84,7 @@ int main(int argc, char** argv) {
     return sigil::cli::kExitOk;
   }
   if (args[0] == "--version") return Version({});
+  if (args[0] == "agent") MaybeExecLeanAgent(argc, argv);
   for (const auto& c : kCommands) {
     if (args[0] == c.name) return c.run(std::span<const std::string>(args).subspan(1));
   }

@@ -1,4 +1,4 @@
-// The agent's operator endpoint: plain HTTP on a loopback address (cpp-httplib).
+// The agent's operator endpoint: plain HTTP on a loopback address (PlainHttpServer).
 //   GET /healthz  200 {"status":"ok",...} while a Sync stream is open and the node SVID is
 //                 valid; 503 with the same fields and the last error otherwise
 //   GET /metrics  Prometheus text format 0.0.4: sync state and revision, SVIDs held, node SVID

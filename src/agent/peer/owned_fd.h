@@ -1,38 +1,8 @@
-// OwnedFd: a file descriptor with exactly one owner, closed on destruction. Move-only.
+// The Workload API listener uses the project-wide fd owner (common/owned_fd.h).
 #pragma once
 
-#include <unistd.h>
-
-#include <utility>
+#include "common/owned_fd.h"
 
 namespace sigil::agent::peer {
-
-class OwnedFd {
- public:
-  OwnedFd() = default;
-  explicit OwnedFd(int fd) : fd_(fd) {}
-  ~OwnedFd() { Reset(); }
-  OwnedFd(OwnedFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  OwnedFd& operator=(OwnedFd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  OwnedFd(const OwnedFd&) = delete;
-  OwnedFd& operator=(const OwnedFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int Release() { return std::exchange(fd_, -1); }
-  void Reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
-
+using sigil::OwnedFd;
 }  // namespace sigil::agent::peer
