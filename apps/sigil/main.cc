@@ -36,6 +36,7 @@ constexpr TopCommand kCommands[] = {
     {"agent", "run the node agent (SPIFFE Workload API on a Unix socket)", sigil::cli::RunAgent},
     {"whoami", "ask the local agent which identities this process gets, and why",
      sigil::cli::RunWhoami},
+    {"run", "run a command in a managed cgroup (its connections get mTLS)", sigil::cli::RunRun},
     {"version", "print the version", Version},
 };
 

@@ -11,6 +11,7 @@
 #include "agent/core/health_http.h"
 #include "agent/custody/harden.h"
 #include "agent/workloadapi/workload_api_server.h"
+#include "cli/agent_dataplane.h"
 #include "cli/commands.h"
 #include "cli/daemon.h"
 #include "cli/flags.h"
@@ -29,6 +30,8 @@ struct AgentFlags {
   std::string socket = "/run/sigil/agent.sock";
   std::string health_listen = "127.0.0.1:8082";
   std::string log_format = "text";
+  bool dataplane = false;
+  DataplaneFlags dp;
 };
 
 int ServeAgent(AgentFlags f, Logger& log) {
@@ -68,11 +71,21 @@ int ServeAgent(AgentFlags f, Logger& log) {
            {{"socket", f.socket}, {"SPIFFE_ENDPOINT_SOCKET", "unix://" + f.socket}});
   std::string ready = "socket=" + f.socket + "\n";
 
+  std::unique_ptr<Dataplane> dataplane;
+  if (f.dataplane) {
+    auto dp = StartDataplane(f.dp, core, attestor, log);
+    if (!dp.ok()) return fail("dataplane", dp.error());
+    dataplane = std::move(dp).value();
+    ready += "managed_cgroups=" + dataplane->managed_root() + "\n";
+    ready += "inbound_port=" + std::to_string(dataplane->inbound_port()) + "\n";
+  }
   std::unique_ptr<agent::HealthServer> health;
   if (f.health_listen != "off") {
     auto addr = SplitHostPort("--health-listen", f.health_listen);
     if (!addr.ok()) return fail("flags", addr.error());
-    auto h = agent::HealthServer::Start(core, addr->first, addr->second);
+    std::function<std::string()> extra;
+    if (dataplane) extra = [dp = dataplane.get()] { return dp->Metrics(); };
+    auto h = agent::HealthServer::Start(core, addr->first, addr->second, extra);
     if (!h.ok()) return fail("health", h.error());
     health = std::move(h).value();
     ready += "health=" + addr->first + ":" + std::to_string(health->port()) + "\n";
@@ -85,6 +98,7 @@ int ServeAgent(AgentFlags f, Logger& log) {
   }
   const std::string_view sig = WaitForTermination();
   log.Info("agent.shutdown", {{"signal", sig}});
+  if (dataplane) dataplane->Stop();
   core.Stop();  // ends streams: the source reports ShuttingDown()
   (*api)->Stop();
   if (health) health->Stop();
@@ -116,6 +130,28 @@ int RunAgent(std::span<const std::string> args) {
   flags.String("log-format", &f.log_format, "text or json (default text)");
   flags.String("ready-file", &f.ready_file,
                "write \"socket=PATH\" and \"health=HOST:PORT\" here once serving");
+  flags.Bool(
+      "dataplane", &f.dataplane,
+      "intercept TCP from managed cgroups (eBPF) and upgrade it to mTLS (docs/dataplane.md)");
+  flags.String("cgroup-root", &f.dp.cgroup_root,
+               "cgroup2 mount to use, mounted here if none is (default /run/sigil/cgroup2); "
+               "managed cgroups live under <mount>/sigil");
+  flags.String("managed-cgroup", &f.dp.managed,
+               "name of the managed tree under the cgroup2 mount (default sigil); `sigil run` "
+               "creates its cgroups there");
+  flags.String("outbound-listen", &f.dp.outbound,
+               "where intercepted IPv4 connections are redirected (default 127.0.0.1:15001)");
+  flags.String("outbound-listen-v6", &f.dp.outbound_v6,
+               "same for IPv6 (default [::1]:15001; \"\" disables IPv6 interception)");
+  flags.String("inbound-listen", &f.dp.inbound,
+               "sigil/1 mTLS listener for other nodes' agents (default 0.0.0.0:15008)");
+  flags.String("dataplane-default", &f.dp.default_mode,
+               "destinations no Service covers: passthrough or deny (default passthrough)");
+  flags.Bool("no-enforce", &f.dp.no_enforce,
+             "do not install the nftables rule that drops plaintext from other hosts to the "
+             "ports of mutual Services this node serves");
+  flags.Bool("intercept-loopback", &f.dp.intercept_loopback,
+             "also intercept connections to 127.0.0.0/8 and ::1 (default off)");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   std::optional<LogFormat> format = PrepareDaemon(f.log_format, flags);
   if (!format) return kExitUsage;

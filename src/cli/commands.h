@@ -26,5 +26,6 @@ int RunAudit(std::span<const std::string> args);
 // `sigil agent` (agent_command.cc) and `sigil whoami` (whoami_command.cc).
 int RunAgent(std::span<const std::string> args);
 int RunWhoami(std::span<const std::string> args);
+int RunRun(std::span<const std::string> args);
 
 }  // namespace sigil::cli

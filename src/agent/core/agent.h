@@ -74,6 +74,8 @@ class Agent final : public workloadapi::WorkloadSource {
   AgentHealth Health() const;
   const std::string& node_name() const { return node_.node_name; }
   const core::TrustDomain& trust_domain() const { return trust_domain_; }
+  // What the server synced (Services and AccessPolicies for the data plane, among others).
+  const SyncedState& state() const { return state_; }
 
   // WorkloadSource
   Result<std::vector<workloadapi::X509SvidGrant>> X509Svids(

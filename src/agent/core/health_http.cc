@@ -50,13 +50,17 @@ HealthServer::~HealthServer() { Stop(); }
 int HealthServer::port() const { return impl_->http->port(); }
 void HealthServer::Stop() { impl_->http->Stop(); }
 
-Result<std::unique_ptr<HealthServer>> HealthServer::Start(Agent& agent, const std::string& host,
-                                                          int port) {
+Result<std::unique_ptr<HealthServer>> HealthServer::Start(
+    Agent& agent, const std::string& host, int port, std::function<std::string()> extra_metrics) {
   auto impl = std::make_unique<Impl>();
-  auto http = PlainHttpServer::Start(host, port, [&agent](std::string_view path) -> HttpReply {
+  auto http = PlainHttpServer::Start(host, port, [&agent, extra_metrics](std::string_view path) {
     if (path == "/healthz") return Healthz(agent);
-    if (path == "/metrics") return Metrics(agent);
-    return {404, "text/plain", "not found: try /healthz or /metrics\n"};
+    if (path == "/metrics") {
+      HttpReply r = Metrics(agent);
+      if (extra_metrics) r.body += extra_metrics();
+      return r;
+    }
+    return HttpReply{404, "text/plain", "not found: try /healthz or /metrics\n"};
   });
   if (!http.ok()) return http.error().WithContext("health");
   impl->http = std::move(*http);

@@ -6,6 +6,7 @@
 // Counts and states only, never a secret.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -16,8 +17,11 @@ namespace sigil::agent {
 
 class HealthServer {
  public:
-  static Result<std::unique_ptr<HealthServer>> Start(Agent& agent, const std::string& host,
-                                                     int port);
+  // `extra_metrics`, when set, returns more Prometheus text appended to /metrics (the data
+  // plane's counters).
+  static Result<std::unique_ptr<HealthServer>> Start(
+      Agent& agent, const std::string& host, int port,
+      std::function<std::string()> extra_metrics = nullptr);
   ~HealthServer();
   HealthServer(const HealthServer&) = delete;
   HealthServer& operator=(const HealthServer&) = delete;

@@ -77,6 +77,17 @@ std::string SyncedState::bundle_jwks() const {
   std::lock_guard lock(mu_);
   return bundle_jwks_;
 }
+std::vector<std::pair<std::string, std::string>> SyncedState::ResourcesOfKind(
+    const std::string& kind) const {
+  std::lock_guard lock(mu_);
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto it = resources_.lower_bound({kind, ""});
+       it != resources_.end() && it->first.first == kind; ++it) {
+    out.emplace_back(it->first.second, it->second.second);
+  }
+  return out;
+}
+
 SyncedState::Identities SyncedState::identities() const {
   std::lock_guard lock(mu_);
   return identities_;

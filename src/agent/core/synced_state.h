@@ -41,6 +41,8 @@ class SyncedState {
   std::string bundle_jwks() const;
   Identities identities() const;
   size_t resource_count() const;
+  // (name, canonical spec JSON) of every resource of `kind` (e.g. "Service"), by name.
+  std::vector<std::pair<std::string, std::string>> ResourcesOfKind(const std::string& kind) const;
 
   uint64_t generation() const;
   // Blocks until the generation differs from `seen`, `timeout` passes or Close(); returns it.

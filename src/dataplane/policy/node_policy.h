@@ -78,6 +78,7 @@ class NodePolicy {
   const std::vector<std::string>& errors() const { return errors_; }
   size_t service_count() const { return services_.size(); }
   const CompiledService* Find(const std::string& name) const;
+  const std::vector<std::unique_ptr<CompiledService>>& services() const { return services_; }
 
  private:
   struct Rule {

@@ -109,3 +109,37 @@ TEST(Sni, PortRoundTrip) {
 
 }  // namespace
 }  // namespace sigil::dataplane
+
+#include "dataplane/protocol/proxy_v2.h"
+
+namespace sigil::dataplane {
+namespace {
+
+TEST(ProxyV2, Ipv4HeaderWithSpiffeTlv) {
+  auto src = *Destination::Parse("10.0.0.1:40000");
+  auto dst = *Destination::Parse("10.0.0.2:8080");
+  const std::string id = "spiffe://example.org/web";
+  const std::string h = EncodeProxyV2(src, dst, id);
+  ASSERT_EQ(h.size(), 16u + 12u + 3u + id.size());
+  EXPECT_EQ(h.substr(0, 12), std::string("\r\n\r\n\0\r\nQUIT\n", 12));
+  EXPECT_EQ(static_cast<uint8_t>(h[12]), 0x21);
+  EXPECT_EQ(static_cast<uint8_t>(h[13]), 0x11);
+  EXPECT_EQ((static_cast<uint8_t>(h[14]) << 8) | static_cast<uint8_t>(h[15]), 12 + 3 + 24);
+  EXPECT_EQ(static_cast<uint8_t>(h[16]), 10);  // source 10.0.0.1
+  EXPECT_EQ(static_cast<uint8_t>(h[23]), 2);   // destination 10.0.0.2
+  EXPECT_EQ((static_cast<uint8_t>(h[24]) << 8) | static_cast<uint8_t>(h[25]), 40000);
+  EXPECT_EQ((static_cast<uint8_t>(h[26]) << 8) | static_cast<uint8_t>(h[27]), 8080);
+  EXPECT_EQ(static_cast<uint8_t>(h[28]), kSpiffeIdTlv);
+  EXPECT_EQ(h.substr(31), id);
+}
+
+TEST(ProxyV2, Ipv6Family) {
+  auto src = *Destination::Parse("[2001:db8::1]:1");
+  auto dst = *Destination::Parse("[2001:db8::2]:2");
+  const std::string h = EncodeProxyV2(src, dst, "spiffe://a/b");
+  EXPECT_EQ(static_cast<uint8_t>(h[13]), 0x21);
+  EXPECT_EQ(h.size(), 16u + 36u + 3u + 12u);
+}
+
+}  // namespace
+}  // namespace sigil::dataplane

@@ -1,0 +1,187 @@
+#include "cli/agent_dataplane.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <filesystem>
+#include <mutex>
+
+#include "dataplane/intercept/cgroup2.h"
+#include "dataplane/intercept/interceptor.h"
+#include "dataplane/policy/node_policy.h"
+#include "dataplane/proxy/proxy.h"
+
+namespace sigil::cli {
+namespace {
+
+using dataplane::NodePolicy;
+
+// The agent as the proxy sees it: attestation, the process's SVIDs, bundles, and a NodePolicy
+// rebuilt whenever the synced state changes.
+class AgentProxyHost final : public dataplane::ProxyHost {
+ public:
+  AgentProxyHost(agent::Agent& agent, agent::attest::Attestor& attestor,
+                 dataplane::ServiceMode default_mode, Logger& log)
+      : agent_(agent), attestor_(attestor), default_mode_(default_mode), log_(log) {}
+
+  Result<agent::attest::AttestedProcess> Attest(pid_t tgid) override {
+    return attestor_.Attest(tgid);
+  }
+  Result<std::vector<agent::workloadapi::X509SvidGrant>> Svids(
+      const agent::attest::AttestedProcess& process) override {
+    return agent_.X509Svids(process);
+  }
+  core::BundleSet Bundles() override { return agent_.Bundles(); }
+
+  std::shared_ptr<const NodePolicy> Policy() override {
+    const uint64_t generation = agent_.state().generation();
+    std::lock_guard lock(mu_);
+    if (policy_ && generation == generation_) return policy_;
+    policy_ = NodePolicy::Build(agent_.state().ResourcesOfKind("Service"),
+                                agent_.state().ResourcesOfKind("AccessPolicy"),
+                                {.default_mode = default_mode_});
+    generation_ = generation;
+    for (const auto& e : policy_->errors()) log_.Warn("dataplane.policy.skipped", {{"error", e}});
+    return policy_;
+  }
+
+ private:
+  agent::Agent& agent_;
+  agent::attest::Attestor& attestor_;
+  const dataplane::ServiceMode default_mode_;
+  Logger& log_;
+  std::mutex mu_;
+  std::shared_ptr<const NodePolicy> policy_;
+  uint64_t generation_ = 0;
+};
+
+class Running final : public Dataplane {
+ public:
+  void Stop() override {
+    if (proxy) proxy->Stop();
+  }
+  std::string managed_root() const override { return root; }
+  int inbound_port() const override { return proxy->inbound_port(); }
+  std::string Metrics() const override {
+    const dataplane::ProxyCounters p = proxy->Counters();
+    const dataplane::InterceptCounters i = interceptor->Counters();
+    std::string out;
+    auto counter = [&out](const char* name, const char* help, uint64_t value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " counter\n" + name +
+             " " + std::to_string(value) + "\n";
+    };
+    counter("sigil_dataplane_outbound_accepted_total", "Intercepted connections accepted.",
+            p.outbound_accepted);
+    counter("sigil_dataplane_outbound_unattributed_total",
+            "Connections to the outbound listener with no interception record (refused).",
+            p.outbound_unattributed);
+    counter("sigil_dataplane_outbound_denied_total", "Outbound connections refused by policy.",
+            p.outbound_denied);
+    counter("sigil_dataplane_outbound_passthrough_total", "Outbound connections relayed as is.",
+            p.outbound_passthrough);
+    counter("sigil_dataplane_outbound_mutual_total", "Outbound connections upgraded to mTLS.",
+            p.outbound_mutual);
+    counter("sigil_dataplane_outbound_failed_total", "Outbound connections that failed.",
+            p.outbound_failed);
+    counter("sigil_dataplane_outbound_resumed_total",
+            "Outbound mTLS handshakes that resumed a TLS session.", p.outbound_resumed);
+    counter("sigil_dataplane_inbound_accepted_total", "Inbound sigil/1 connections accepted.",
+            p.inbound_accepted);
+    counter("sigil_dataplane_inbound_handshake_failed_total",
+            "Inbound handshakes that failed (including unverified peers).",
+            p.inbound_handshake_failed);
+    counter("sigil_dataplane_inbound_denied_total", "Inbound requests denied by AccessPolicy.",
+            p.inbound_denied);
+    counter("sigil_dataplane_inbound_relayed_total",
+            "Inbound connections relayed to the application.", p.inbound_relayed);
+    counter("sigil_dataplane_inbound_resumed_total",
+            "Inbound handshakes that resumed a TLS session.", p.inbound_resumed);
+    counter("sigil_dataplane_intercept_redirected_total", "connect() calls redirected (BPF).",
+            i.redirected);
+    out +=
+        "# HELP sigil_dataplane_active_relays Connections being relayed.\n"
+        "# TYPE sigil_dataplane_active_relays gauge\nsigil_dataplane_active_relays " +
+        std::to_string(p.active_relays) + "\n";
+    return out;
+  }
+
+  std::string root;
+  std::unique_ptr<AgentProxyHost> host;
+  std::unique_ptr<dataplane::Interceptor> interceptor;
+  std::unique_ptr<dataplane::Proxy> proxy;
+};
+
+Result<sockaddr_in> ParseV4(const std::string& what, const std::string& text) {
+  auto d = dataplane::Destination::Parse(text);
+  if (!d.ok() || d->family != AF_INET) {
+    return InvalidArgument(what + ": \"" + text + "\" is not IPv4:port");
+  }
+  sockaddr_storage ss = d->ToSockaddr();
+  sockaddr_in out{};
+  std::memcpy(&out, &ss, sizeof out);
+  return out;
+}
+
+}  // namespace
+
+Result<std::string> ManagedCgroupRoot(const std::string& cgroup_root, const std::string& managed) {
+  if (managed.empty() || managed.find('/') != std::string::npos || managed == "." ||
+      managed == "..") {
+    return InvalidArgument("--managed-cgroup: \"" + managed + "\" must be one path component");
+  }
+  SIGIL_ASSIGN_OR_RETURN(std::string mount, dataplane::FindOrMountCgroup2(cgroup_root));
+  const std::string root = mount + "/" + managed;
+  std::error_code ec;
+  std::filesystem::create_directories(root, ec);
+  if (ec) return Unavailable("managed cgroups: mkdir " + root + ": " + ec.message());
+  return root;
+}
+
+Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, agent::Agent& agent,
+                                                  agent::attest::Attestor& attestor, Logger& log) {
+  auto mode = dataplane::ParseServiceMode(flags.default_mode);
+  if (!mode.ok() ||
+      (*mode != dataplane::ServiceMode::kPassthrough && *mode != dataplane::ServiceMode::kDeny)) {
+    return InvalidArgument("--dataplane-default: must be passthrough or deny, not \"" +
+                           flags.default_mode + "\"");
+  }
+  auto running = std::make_unique<Running>();
+  SIGIL_ASSIGN_OR_RETURN(running->root, ManagedCgroupRoot(flags.cgroup_root, flags.managed));
+
+  dataplane::InterceptConfig config;
+  SIGIL_ASSIGN_OR_RETURN(config.redirect_v4, ParseV4("--outbound-listen", flags.outbound));
+  if (!flags.outbound_v6.empty()) {
+    auto d = dataplane::Destination::Parse(flags.outbound_v6);
+    if (!d.ok() || d->family != AF_INET6) {
+      return InvalidArgument("--outbound-listen-v6: \"" + flags.outbound_v6 +
+                             "\" is not [IPv6]:port");
+    }
+    sockaddr_storage ss = d->ToSockaddr();
+    sockaddr_in6 v6{};
+    std::memcpy(&v6, &ss, sizeof v6);
+    config.redirect_v6 = v6;
+  }
+  auto inbound = dataplane::Destination::Parse(flags.inbound);
+  if (!inbound.ok()) return inbound.error().WithContext("--inbound-listen");
+  config.inbound_port = inbound->port;
+  config.skip_loopback = !flags.intercept_loopback;
+  SIGIL_ASSIGN_OR_RETURN(running->interceptor, dataplane::Interceptor::Load(config));
+
+  running->host = std::make_unique<AgentProxyHost>(agent, attestor, *mode, log);
+  dataplane::ProxyOptions options;
+  options.outbound_v4 = flags.outbound;
+  options.outbound_v6 = flags.outbound_v6;
+  options.inbound = flags.inbound;
+  options.enforce = !flags.no_enforce;
+  SIGIL_ASSIGN_OR_RETURN(
+      running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
+  // Attach last: from here on, managed workloads' connections reach the proxy.
+  SIGIL_TRY(running->interceptor->Attach(running->root));
+  log.Info("dataplane.intercept", {{"method", "ebpf"},
+                                   {"managed_cgroups", running->root},
+                                   {"default_mode", flags.default_mode},
+                                   {"intercept_loopback", flags.intercept_loopback}});
+  return std::unique_ptr<Dataplane>(std::move(running));
+}
+
+}  // namespace sigil::cli

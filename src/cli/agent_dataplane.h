@@ -1,0 +1,42 @@
+// The agent's data plane wiring: mounts/finds cgroup2, loads the interception programs onto
+// the managed tree (<cgroup2>/sigil), starts the proxy with the agent as its ProxyHost.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "agent/attest/attest.h"
+#include "agent/core/agent.h"
+#include "common/log.h"
+#include "common/result.h"
+
+namespace sigil::cli {
+
+struct DataplaneFlags {
+  std::string cgroup_root = "/run/sigil/cgroup2";  // where cgroup2 is mounted if it is not yet
+  std::string managed = "sigil";                   // the managed tree: <cgroup2 mount>/<managed>
+  std::string outbound = "127.0.0.1:15001";
+  std::string outbound_v6 = "[::1]:15001";
+  std::string inbound = "0.0.0.0:15008";
+  std::string default_mode = "passthrough";  // for destinations no Service covers
+  bool intercept_loopback = false;
+  bool no_enforce = false;
+};
+
+class Dataplane {
+ public:
+  virtual ~Dataplane() = default;
+  virtual void Stop() = 0;
+  virtual std::string managed_root() const = 0;  // <cgroup2>/sigil
+  virtual int inbound_port() const = 0;
+  // Prometheus text: proxy and interception counters.
+  virtual std::string Metrics() const = 0;
+};
+
+Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, agent::Agent& agent,
+                                                  agent::attest::Attestor& attestor, Logger& log);
+
+// The managed tree `sigil run` and the agent agree on: <cgroup2 mount>/<managed> (created).
+Result<std::string> ManagedCgroupRoot(const std::string& cgroup_root, const std::string& managed);
+
+}  // namespace sigil::cli

@@ -1,0 +1,185 @@
+#include "dataplane/proxy/svid_tls.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+
+#include <vector>
+
+#include "common/clock.h"
+#include "core/x509_svid.h"
+#include "dataplane/protocol/preamble.h"
+
+namespace sigil::dataplane {
+namespace {
+
+// ex_data slot holding a heap-allocated shared_ptr<PeerCheck>, freed with the SSL.
+int PeerCheckIndex() {
+  static const int index = SSL_get_ex_new_index(
+      0, nullptr, nullptr, nullptr,
+      [](void*, void* ptr, CRYPTO_EX_DATA*, int, long, void*) {  // NOLINT(google-runtime-int)
+        delete static_cast<std::shared_ptr<PeerCheck>*>(ptr);
+      });
+  return index;
+}
+
+int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  PeerCheck* check = ssl == nullptr ? nullptr : PeerCheckOf(ssl);
+  if (check == nullptr) {
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  std::vector<core::Certificate> chain;
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+  if (leaf == nullptr) {
+    check->failure = "peer sent no certificate";
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  chain.push_back(core::Certificate::FromX509(leaf));
+  STACK_OF(X509)* untrusted = X509_STORE_CTX_get0_untrusted(store_ctx);
+  for (int i = 0; untrusted != nullptr && i < sk_X509_num(untrusted); ++i) {
+    X509* c = sk_X509_value(untrusted, i);
+    if (X509_cmp(c, leaf) == 0) continue;
+    chain.push_back(core::Certificate::FromX509(c));
+  }
+  auto id = core::VerifyX509Svid(chain, check->bundles, Clock::System().Now());
+  if (!id.ok()) {
+    check->failure = id.error().message();
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_UNTRUSTED);
+    return 0;
+  }
+  if (check->expect && *id != *check->expect) {
+    check->failure = "peer is " + id->str() + ", expected " + check->expect->str();
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  check->verified = std::move(*id);
+  return 1;
+}
+
+int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
+               unsigned int inlen, void*) {
+  // `in` is a list of length-prefixed protocol names; accept only sigil/1.
+  for (unsigned int i = 0; i < inlen;) {
+    const unsigned int len = in[i];
+    if (i + 1 + len > inlen) break;
+    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == kAlpn) {
+      *out = in + i + 1;
+      *outlen = static_cast<unsigned char>(len);
+      return SSL_TLSEXT_ERR_OK;
+    }
+    i += 1 + len;
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+std::string OpensslError(std::string_view what) {
+  std::string out(what);
+  while (unsigned long e = ERR_get_error()) {  // NOLINT(google-runtime-int)
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof buf);
+    out += ": ";
+    out += buf;
+  }
+  return out;
+}
+
+}  // namespace
+
+void AttachPeerCheck(SSL* ssl, std::shared_ptr<PeerCheck> check) {
+  auto* old = static_cast<std::shared_ptr<PeerCheck>*>(SSL_get_ex_data(ssl, PeerCheckIndex()));
+  delete old;
+  SSL_set_ex_data(ssl, PeerCheckIndex(), new std::shared_ptr<PeerCheck>(std::move(check)));
+}
+
+PeerCheck* PeerCheckOf(SSL* ssl) {
+  auto* holder = static_cast<std::shared_ptr<PeerCheck>*>(SSL_get_ex_data(ssl, PeerCheckIndex()));
+  return holder == nullptr ? nullptr : holder->get();
+}
+
+namespace {
+
+int OnNewSession(SSL* ssl, SSL_SESSION* session) {
+  PeerCheck* check = PeerCheckOf(ssl);
+  if (check == nullptr || !check->on_session) return 0;
+  check->on_session(session);  // takes its own reference
+  return 0;
+}
+
+Result<SslCtxPtr> NewContext(TlsRole role) {
+  SslCtxPtr ctx(SSL_CTX_new(role == TlsRole::kClient ? TLS_client_method() : TLS_server_method()));
+  if (!ctx) return Internal(OpensslError("SSL_CTX_new"));
+  SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
+  SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
+  SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  SSL_CTX_set_cert_verify_callback(ctx.get(), VerifyPeer, nullptr);
+  if (role == TlsRole::kClient) {
+    static const unsigned char kAlpnWire[] = {7, 's', 'i', 'g', 'i', 'l', '/', '1'};
+    SSL_CTX_set_alpn_protos(ctx.get(), kAlpnWire, sizeof kAlpnWire);
+    // Resumption (docs/dataplane.md, "Cheap new connections"): tickets are handed to the
+    // proxy's own cache, keyed by source SVID and destination.
+    SSL_CTX_set_session_cache_mode(ctx.get(),
+                                   SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
+    SSL_CTX_sess_set_new_cb(ctx.get(), OnNewSession);
+  } else {
+    SSL_CTX_set_alpn_select_cb(ctx.get(), SelectAlpn, nullptr);
+    static const unsigned char kSessionContext[] = {'s', 'i', 'g', 'i', 'l', '/', '1'};
+    SSL_CTX_set_session_id_context(ctx.get(), kSessionContext, sizeof kSessionContext);
+    SSL_CTX_set_timeout(ctx.get(), 300);  // ticket lifetime: 5 minutes at most
+    SSL_CTX_set_num_tickets(ctx.get(), 1);
+  }
+  return ctx;
+}
+
+}  // namespace
+
+Result<core::SpiffeId> PeerIdentity(SSL* ssl, PeerCheck& check) {
+  if (check.verified) return *check.verified;
+  if (SSL_session_reused(ssl) != 1) {
+    return Unauthenticated(check.failure.empty() ? "peer not verified" : check.failure);
+  }
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (leaf == nullptr) return Unauthenticated("resumed session carries no peer certificate");
+  std::vector<core::Certificate> chain{core::Certificate::FromX509(leaf)};
+  if (STACK_OF(X509)* more = SSL_get_peer_cert_chain(ssl)) {
+    for (int i = 0; i < sk_X509_num(more); ++i) {
+      X509* c = sk_X509_value(more, i);
+      if (X509_cmp(c, leaf) != 0) chain.push_back(core::Certificate::FromX509(c));
+    }
+  }
+  auto id = core::VerifyX509Svid(chain, check.bundles, Clock::System().Now());
+  if (!id.ok()) return Unauthenticated("resumed session: " + id.error().message());
+  if (check.expect && *id != *check.expect) {
+    return Unauthenticated("resumed session: peer is " + id->str() + ", expected " +
+                           check.expect->str());
+  }
+  check.verified = *id;
+  return *id;
+}
+
+Result<SslCtxPtr> MakeBaseServerContext() { return NewContext(TlsRole::kServer); }
+
+Result<SslCtxPtr> MakeSvidContext(const agent::workloadapi::X509SvidGrant& grant, TlsRole role) {
+  if (grant.chain.empty()) return InvalidArgument("svid " + grant.spiffe_id + ": empty chain");
+  SIGIL_ASSIGN_OR_RETURN(SslCtxPtr ctx, NewContext(role));
+  if (SSL_CTX_use_certificate(ctx.get(), grant.chain.front().get()) != 1) {
+    return Internal(OpensslError("svid " + grant.spiffe_id + ": certificate"));
+  }
+  for (size_t i = 1; i < grant.chain.size(); ++i) {
+    // add1: the context takes its own reference.
+    if (SSL_CTX_add1_chain_cert(ctx.get(), grant.chain[i].get()) != 1) {
+      return Internal(OpensslError("svid " + grant.spiffe_id + ": chain"));
+    }
+  }
+  const auto* der = grant.key_pkcs8_der.data();
+  EvpPkeyPtr key(d2i_AutoPrivateKey(nullptr, &der, static_cast<long>(grant.key_pkcs8_der.size())));
+  if (!key || SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 ||
+      SSL_CTX_check_private_key(ctx.get()) != 1) {
+    return Internal(OpensslError("svid " + grant.spiffe_id + ": private key"));
+  }
+  return ctx;
+}
+
+}  // namespace sigil::dataplane

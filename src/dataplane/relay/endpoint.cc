@@ -1,0 +1,227 @@
+// Endpoint: non-blocking plaintext and TLS socket I/O with a common result type.
+#include "dataplane/relay/endpoint.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sigil::dataplane {
+
+namespace {
+
+void SetNonBlocking(int fd) {
+  int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
+}
+
+std::string DrainOsslErrors() {
+  std::string out;
+  for (int i = 0; i < 4; ++i) {
+    unsigned long e = ERR_get_error();
+    if (e == 0) break;
+    char buf[256];
+    ERR_error_string_n(e, buf, sizeof(buf));
+    if (!out.empty()) out += "; ";
+    out += buf;
+  }
+  ERR_clear_error();
+  return out;
+}
+
+}  // namespace
+
+IoResult ErrnoIoResult(int err, const char* op) {
+  IoResult r;
+  if (err == EAGAIN || err == EWOULDBLOCK) {
+    r.status = IoStatus::kWantRead;  // callers override for writes
+    return r;
+  }
+  r.status = (err == ECONNRESET || err == EPIPE || err == ENOTCONN || err == ECONNABORTED)
+                 ? IoStatus::kReset
+                 : IoStatus::kError;
+  r.error = std::string(op) + ": " + std::strerror(err);
+  return r;
+}
+
+std::unique_ptr<Endpoint> Endpoint::Plain(OwnedFd fd) {
+  SetNonBlocking(fd.get());
+  return std::unique_ptr<Endpoint>(new Endpoint(std::move(fd), nullptr));
+}
+
+std::unique_ptr<Endpoint> Endpoint::Tls(OwnedFd fd, SslPtr ssl) {
+  SetNonBlocking(fd.get());
+  SSL_set_mode(ssl.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                              SSL_MODE_RELEASE_BUFFERS);
+  return std::unique_ptr<Endpoint>(new Endpoint(std::move(fd), std::move(ssl)));
+}
+
+IoResult Endpoint::SslFailure(int rc, const char* op) {
+  IoResult r;
+  int saved_errno = errno;
+  int err = SSL_get_error(ssl_.get(), rc);
+  switch (err) {
+    case SSL_ERROR_WANT_READ:
+      r.status = IoStatus::kWantRead;
+      return r;
+    case SSL_ERROR_WANT_WRITE:
+      r.status = IoStatus::kWantWrite;
+      return r;
+    case SSL_ERROR_ZERO_RETURN:  // close_notify
+      r.status = IoStatus::kEof;
+      return r;
+    case SSL_ERROR_SYSCALL: {
+      std::string reasons = DrainOsslErrors();
+      if (saved_errno == 0) {
+        // EOF without close_notify (the pre-3.0 way OpenSSL reports it).
+        r.status = IoStatus::kEof;
+        r.truncated = true;
+        return r;
+      }
+      r = ErrnoIoResult(saved_errno, op);
+      if (r.status == IoStatus::kWantRead) {  // EAGAIN without a WANT_*: treat as retry
+        r.status = IoStatus::kWantRead;
+      }
+      if (!reasons.empty()) r.error += " (" + reasons + ")";
+      return r;
+    }
+    case SSL_ERROR_SSL: {
+      unsigned long e = ERR_peek_error();
+      if (ERR_GET_LIB(e) == ERR_LIB_SSL &&
+          ERR_GET_REASON(e) == SSL_R_UNEXPECTED_EOF_WHILE_READING) {
+        ERR_clear_error();
+        r.status = IoStatus::kEof;
+        r.truncated = true;
+        return r;
+      }
+      r.status = IoStatus::kError;
+      r.error = std::string(op) + ": " + DrainOsslErrors();
+      return r;
+    }
+    default:
+      r.status = IoStatus::kError;
+      r.error = std::string(op) + ": SSL error " + std::to_string(err) + " " + DrainOsslErrors();
+      return r;
+  }
+}
+
+IoResult Endpoint::Read(std::span<char> out) {
+  IoResult r;
+  if (!fd_.valid()) {
+    r.status = IoStatus::kError;
+    r.error = "read: endpoint closed";
+    return r;
+  }
+  if (ssl_) {
+    ERR_clear_error();
+    errno = 0;
+    size_t n = 0;
+    int rc = SSL_read_ex(ssl_.get(), out.data(), out.size(), &n);
+    if (rc == 1) {
+      r.bytes = n;
+      return r;
+    }
+    return SslFailure(rc, "tls read");
+  }
+  ssize_t n;
+  do {
+    n = ::recv(fd_.get(), out.data(), out.size(), 0);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    r.bytes = static_cast<size_t>(n);
+    return r;
+  }
+  if (n == 0) {
+    r.status = IoStatus::kEof;
+    return r;
+  }
+  return ErrnoIoResult(errno, "read");
+}
+
+IoResult Endpoint::Write(std::span<const char> in) {
+  IoResult r;
+  if (!fd_.valid()) {
+    r.status = IoStatus::kError;
+    r.error = "write: endpoint closed";
+    return r;
+  }
+  if (ssl_) {
+    ERR_clear_error();
+    errno = 0;
+    size_t n = 0;
+    int rc = SSL_write_ex(ssl_.get(), in.data(), in.size(), &n);
+    if (rc == 1) {
+      r.bytes = n;
+      return r;
+    }
+    r = SslFailure(rc, "tls write");
+    // A write never sees an orderly EOF; a vanished peer is a reset.
+    if (r.status == IoStatus::kEof) {
+      r.status = IoStatus::kReset;
+      r.error = "tls write: peer closed";
+    }
+    return r;
+  }
+  ssize_t n;
+  do {
+    n = ::send(fd_.get(), in.data(), in.size(), MSG_NOSIGNAL);
+  } while (n < 0 && errno == EINTR);
+  if (n >= 0) {
+    r.bytes = static_cast<size_t>(n);
+    if (n == 0) r.status = IoStatus::kWantWrite;
+    return r;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    r.status = IoStatus::kWantWrite;
+    return r;
+  }
+  return ErrnoIoResult(errno, "write");
+}
+
+IoResult Endpoint::ShutdownWrite() {
+  IoResult r;
+  if (!fd_.valid()) {
+    r.status = IoStatus::kError;
+    r.error = "shutdown: endpoint closed";
+    return r;
+  }
+  if (ssl_ && !tls_shutdown_sent_ && SSL_in_init(ssl_.get()) == 1) {
+    // OpenSSL is in the middle of a post-handshake message (a NewSessionTicket read only in
+    // part) and refuses SSL_shutdown; end the stream with a FIN alone (seen by the peer as a
+    // TLS truncation) rather than fail the half-close.
+    tls_shutdown_sent_ = true;
+  }
+  if (ssl_ && !tls_shutdown_sent_) {
+    ERR_clear_error();
+    errno = 0;
+    int rc = SSL_shutdown(ssl_.get());
+    if (rc < 0) {
+      r = SslFailure(rc, "tls shutdown");
+      if (r.status == IoStatus::kEof) r.status = IoStatus::kReset;
+      return r;
+    }
+    tls_shutdown_sent_ = true;  // 0: sent, peer's not yet seen; 1: both done
+  }
+  if (::shutdown(fd_.get(), SHUT_WR) != 0) {
+    if (errno == ENOTCONN) return r;  // peer already gone both ways; nothing left to end
+    return ErrnoIoResult(errno, "shutdown");
+  }
+  return r;
+}
+
+void Endpoint::Abort() {
+  if (!fd_.valid()) return;
+  linger lg{};
+  lg.l_onoff = 1;
+  lg.l_linger = 0;
+  ::setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+  fd_.Reset();
+}
+
+void Endpoint::Close() { fd_.Reset(); }
+
+}  // namespace sigil::dataplane

@@ -1,0 +1,77 @@
+// Endpoint: one side of a relay, a connected non-blocking TCP socket, plaintext or TLS with
+// the handshake done. Non-blocking I/O primitives with one result type for both kinds, so the
+// relay and the async helpers do not care which one they hold.
+//
+// All calls happen on the owning loop's thread (OpenSSL's error queue is thread-local).
+#pragma once
+
+#include <openssl/ssl.h>
+
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+
+#include "common/ossl.h"
+#include "common/owned_fd.h"
+
+namespace sigil::dataplane {
+
+enum class IoStatus {
+  kOk,         // `bytes` transferred (> 0)
+  kWantRead,   // retry when the fd is readable
+  kWantWrite,  // retry when the fd is writable (a TLS read can need this too)
+  kEof,        // orderly end of the peer's stream (read side only)
+  kReset,      // ECONNRESET / EPIPE: the peer reset or is gone
+  kError,      // anything else; `error` says what
+};
+
+struct IoResult {
+  IoStatus status = IoStatus::kOk;
+  size_t bytes = 0;
+  // kEof from a TLS peer that closed TCP without sending close_notify.
+  bool truncated = false;
+  std::string error;
+};
+
+class Endpoint {
+ public:
+  // `fd` must be a connected socket; it is made non-blocking.
+  static std::unique_ptr<Endpoint> Plain(OwnedFd fd);
+  // `ssl` is attached to `fd` (SSL_set_fd) and handshaken. Sets the SSL modes the relay needs:
+  // partial writes, moving write buffer, released idle buffers.
+  static std::unique_ptr<Endpoint> Tls(OwnedFd fd, SslPtr ssl);
+  ~Endpoint() = default;
+  Endpoint(const Endpoint&) = delete;
+  Endpoint& operator=(const Endpoint&) = delete;
+
+  int fd() const { return fd_.get(); }
+  SSL* ssl() const { return ssl_.get(); }  // nullptr for plain
+  bool is_tls() const { return ssl_ != nullptr; }
+  bool closed() const { return !fd_.valid(); }
+
+  IoResult Read(std::span<char> out);
+  // A TLS write that returned kWantRead/kWantWrite must be retried with the same bytes (they
+  // may move in memory) and at least the same length.
+  IoResult Write(std::span<const char> in);
+  // Ends our direction: TLS sends close_notify (may need kWantWrite retries), then
+  // shutdown(SHUT_WR). Reading keeps working.
+  IoResult ShutdownWrite();
+  // Closes the socket with an RST (SO_LINGER {1, 0}); no close_notify.
+  void Abort();
+  // Closes the socket normally.
+  void Close();
+
+ private:
+  Endpoint(OwnedFd fd, SslPtr ssl) : fd_(std::move(fd)), ssl_(std::move(ssl)) {}
+  IoResult SslFailure(int rc, const char* op);
+
+  OwnedFd fd_;
+  SslPtr ssl_;
+  bool tls_shutdown_sent_ = false;
+};
+
+// Classifies an errno from a socket call: ECONNRESET/EPIPE/ENOTCONN/ECONNABORTED are resets.
+IoResult ErrnoIoResult(int err, const char* op);
+
+}  // namespace sigil::dataplane
