@@ -147,6 +147,8 @@ int RunAgent(std::span<const std::string> args) {
                "sigil/1 mTLS listener for other nodes' agents (default 0.0.0.0:15008)");
   flags.String("dataplane-default", &f.dp.default_mode,
                "destinations no Service covers: passthrough or deny (default passthrough)");
+  flags.String("dataplane-loops", &f.dp.loops,
+               "event loops (threads) relaying connections (default 0: one per core)");
   flags.Bool("no-enforce", &f.dp.no_enforce,
              "do not install the nftables rule that drops plaintext from other hosts to the "
              "ports of mutual Services this node serves");

@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 
+#include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -32,6 +33,20 @@ class AgentProxyHost final : public dataplane::ProxyHost {
     return agent_.X509Svids(process);
   }
   core::BundleSet Bundles() override { return agent_.Bundles(); }
+
+  void Audit(const std::string& type, const std::string& identity, int64_t pid,
+             const std::string& exe, const nlohmann::json& details) override {
+    sigil::agent::v1::AgentEvent e;
+    e.set_type(type);
+    e.set_time_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count());
+    e.set_identity(identity);
+    e.set_pid(pid);
+    e.set_exe(exe);
+    e.set_details_json(details.dump());
+    agent_.ReportEvent(std::move(e));
+  }
 
   std::shared_ptr<const NodePolicy> Policy() override {
     const uint64_t generation = agent_.state().generation();
@@ -173,6 +188,15 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
   options.outbound_v6 = flags.outbound_v6;
   options.inbound = flags.inbound;
   options.enforce = !flags.no_enforce;
+  {
+    size_t loops = 0;
+    const auto [end, ec] =
+        std::from_chars(flags.loops.data(), flags.loops.data() + flags.loops.size(), loops);
+    if (ec != std::errc() || end != flags.loops.data() + flags.loops.size() || loops > 256) {
+      return InvalidArgument("--dataplane-loops: \"" + flags.loops + "\" is not 0-256");
+    }
+    options.loops = loops;
+  }
   SIGIL_ASSIGN_OR_RETURN(
       running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
   // Attach last: from here on, managed workloads' connections reach the proxy.

@@ -21,6 +21,7 @@ struct DataplaneFlags {
   std::string default_mode = "passthrough";  // for destinations no Service covers
   bool intercept_loopback = false;
   bool no_enforce = false;
+  std::string loops = "0";  // event loops; 0: one per core
 };
 
 class Dataplane {

@@ -425,6 +425,23 @@ grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,
   return grpc::Status::OK;
 }
 
+grpc::Status AgentApi::ReportEvents(grpc::ServerContext* context,
+                                    const pb::ReportEventsRequest* request,
+                                    pb::ReportEventsResponse* response) {
+  auto node = AuthenticateNode(*context);
+  if (!node.ok()) return ToGrpcStatus(node.error());
+  std::vector<ControlPlane::AgentEventIn> events;
+  events.reserve(static_cast<size_t>(request->events_size()));
+  for (const auto& e : request->events()) {
+    events.push_back(
+        {e.type(), e.time_unix_ms(), e.identity(), e.pid(), e.exe(), e.details_json()});
+  }
+  auto recorded = cp_.RecordAgentEvents(node->name, events);
+  if (!recorded.ok()) return ToGrpcStatus(recorded.error());
+  response->set_recorded(static_cast<uint32_t>(*recorded));
+  return grpc::Status::OK;
+}
+
 Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,
                                                     const std::string& listen_addr,
                                                     const ServerTlsIdentity& tls, int* bound_port) {

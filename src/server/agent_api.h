@@ -71,6 +71,9 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
   grpc::Status FetchCredential(grpc::ServerContext* context,
                                const sigil::agent::v1::FetchCredentialRequest* request,
                                sigil::agent::v1::FetchCredentialResponse* response) override;
+  grpc::Status ReportEvents(grpc::ServerContext* context,
+                            const sigil::agent::v1::ReportEventsRequest* request,
+                            sigil::agent::v1::ReportEventsResponse* response) override;
 
   // The authenticated node behind a call: verifies the peer certificate as described above
   // and refreshes last_seen (at most every kNodeLastSeenInterval). Unauthenticated without a

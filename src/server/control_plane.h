@@ -200,6 +200,19 @@ class ControlPlane {
   Result<CredentialGrant> FetchCredential(const std::string& node, const std::string& binding,
                                           const AttestedProcessInfo& process);
 
+  // Appends events an agent reports (agent_events.cc) to the audit trail, under `node` (the
+  // authenticated caller, never a name the agent supplies) and the server's time. Only the
+  // types in kAgentEventTypes are accepted; InvalidArgument names the first bad event.
+  struct AgentEventIn {
+    std::string type;
+    int64_t time_unix_ms = 0;
+    std::string identity;
+    int64_t pid = 0;
+    std::string exe;
+    std::string details_json;
+  };
+  Result<size_t> RecordAgentEvents(const std::string& node, std::span<const AgentEventIn> events);
+
  private:
   ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
                const Clock& clock)

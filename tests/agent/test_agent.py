@@ -68,6 +68,16 @@ spec:
 """
 
 
+RESOURCES_EXTRA = f"""
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata: {{name: extra}}
+spec:
+  spiffeId: spiffe://{TD}/test/extra
+  selectors: ["unix:uid:0"]
+"""
+
+
 def _modules():
     return helpers.require_modules()
 
@@ -283,6 +293,29 @@ class AgentTest(unittest.TestCase):
         changed = [s.spiffe_id for s in second.svids if serial.get(s.spiffe_id) != s.x509_svid]
         self.assertIn(f"spiffe://{TD}/test/root", changed)
         self.assertLess(elapsed, 12, "rotation took too long")
+
+    def test_05b_stream_pushes_identity_removal(self):
+        """Deleting a WorkloadIdentity (the way an identity is withdrawn today; `sigil revoke`
+        comes with the revocation work) reaches an open stream within a second."""
+        self.wait_synced()
+        extra = RESOURCES_EXTRA
+        self.cli("apply", "-f", "-", input=extra)
+        stream = self.stub().FetchX509SVID(self.pb.X509SVIDRequest(), metadata=MD, timeout=30)
+        it = iter(stream)
+        want = f"spiffe://{TD}/test/extra"
+        deadline = time.monotonic() + 15
+        while want not in {s.spiffe_id for s in next(it).svids}:
+            self.assertLess(time.monotonic(), deadline, "the new identity never arrived")
+        self.cli("delete", "WorkloadIdentity", "extra")
+        start = time.monotonic()
+        while True:
+            msg = next(it)
+            if want not in {s.spiffe_id for s in msg.svids}:
+                break
+            self.assertLess(time.monotonic() - start, 5)
+        elapsed = time.monotonic() - start
+        stream.cancel()
+        self.assertLess(elapsed, 1.5, f"removal took {elapsed:.2f} s to reach the stream")
 
     def test_06_tls_handshake_with_fetched_svids(self):
         from cryptography.hazmat.primitives import serialization

@@ -340,6 +340,27 @@ spec:
         self.assertIn("REFUSED", r.stdout + r.stderr)
         self.agent_b.wait_for(r"dataplane\.inbound\.denied.*spiffe://example\.org/web", timeout=5)
         self.agent_a.wait_for(r"refused_by_peer.*403", timeout=5)
+        # Both sides' denials are in the server's hash-chained audit trail, under each node.
+        deadline = time.monotonic() + 10
+        records = []
+        while time.monotonic() < deadline:
+            out = self.cli("audit", "--type", "dataplane.denied", "--json").stdout
+            parsed = json.loads(out)
+            records = parsed if isinstance(parsed, list) else parsed.get("records", [])
+            records = [r.get("event", r) | {"details": r.get("details", r.get("event", {}).get(
+                "details"))} for r in records]
+            if {r.get("node") for r in records} >= {"host-a", "host-b"}:
+                break
+            time.sleep(0.3)
+        by_node = {r["node"]: r for r in records}
+        self.assertIn("host-a", by_node, records)
+        self.assertIn("host-b", by_node, records)
+        self.assertEqual(by_node["host-a"]["identity"], f"spiffe://{TD}/web")
+        self.assertEqual(by_node["host-a"]["exe"], PYTHON)
+        self.assertGreater(by_node["host-a"]["pid"], 0)
+        self.assertEqual(by_node["host-b"]["identity"], f"spiffe://{TD}/web")
+        self.assertIn("no AccessPolicy allows", json.dumps(by_node["host-b"]))
+        self.cli("audit", "verify")
 
     def test_04_unmanaged_process_not_intercepted_and_plaintext_dropped(self):
         before = self.metrics(self.agent_a, NS_A)

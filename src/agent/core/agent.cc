@@ -168,12 +168,32 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
                            {"node_svid_expires", ToUnixSeconds(agent->node_not_after_)}});
   agent->sync_thread_ = std::thread([a = agent.get()] { a->SyncLoop(); });
   agent->maintenance_thread_ = std::thread([a = agent.get()] { a->MaintenanceLoop(); });
+  agent->reporter_ = std::make_unique<EventReporter>(
+      [a = agent.get()](const pb::ReportEventsRequest& request) -> Result<void> {
+        auto conn = a->connection();
+        if (!conn) return Unavailable("no server connection");
+        grpc::ClientContext ctx;
+        ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+        pb::ReportEventsResponse response;
+        grpc::Status st = conn->stub().ReportEvents(&ctx, request, &response);
+        if (st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
+          return InvalidArgument(st.error_message());
+        }
+        if (!st.ok()) return Unavailable("ReportEvents: " + st.error_message());
+        return {};
+      },
+      agent->log_);
   return agent;
 }
 
 Agent::~Agent() { Stop(); }
 
+void Agent::ReportEvent(pb::AgentEvent event) {
+  if (reporter_) reporter_->Report(std::move(event));
+}
+
 void Agent::Stop() {
+  if (reporter_) reporter_->Stop();  // one last delivery while the connection still exists
   if (stopping_.exchange(true)) {
     if (sync_thread_.joinable()) sync_thread_.join();
     if (maintenance_thread_.joinable()) maintenance_thread_.join();

@@ -23,6 +23,7 @@
 #include <string>
 #include <thread>
 
+#include "agent/core/event_reporter.h"
 #include "agent/core/node_state.h"
 #include "agent/core/server_connection.h"
 #include "agent/core/svid_cache.h"
@@ -74,6 +75,8 @@ class Agent final : public workloadapi::WorkloadSource {
   AgentHealth Health() const;
   const std::string& node_name() const { return node_.node_name; }
   const core::TrustDomain& trust_domain() const { return trust_domain_; }
+  // Queues an event for the server's audit trail (EventReporter); never blocks.
+  void ReportEvent(sigil::agent::v1::AgentEvent event);
   // What the server synced (Services and AccessPolicies for the data plane, among others).
   const SyncedState& state() const { return state_; }
 
@@ -107,6 +110,7 @@ class Agent final : public workloadapi::WorkloadSource {
   const core::TrustDomain trust_domain_;
   SyncedState state_;
   std::unique_ptr<SvidCache> svids_;
+  std::unique_ptr<EventReporter> reporter_;
 
   mutable std::mutex mu_;
   NodeState node_;                                  // guarded by mu_ (credential fields)

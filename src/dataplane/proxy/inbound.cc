@@ -180,6 +180,13 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
              source = *check->verified](Result<std::pair<std::string, std::string>> m) {
               auto refuse = [this, &loop, c](int code, const std::string& reason) {
                 if (code == 403) counters.inbound_denied++;
+                host.Audit(code == 403 ? "dataplane.denied" : "dataplane.refused", c->source_id, 0,
+                           "",
+                           {{"side", "inbound"},
+                            {"peer", c->remote.str()},
+                            {"local", c->local.str()},
+                            {"code", code},
+                            {"reason", reason}});
                 nlohmann::json f = c->Fields();
                 f["code"] = code;
                 f["reason"] = reason;

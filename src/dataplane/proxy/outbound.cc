@@ -190,11 +190,22 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
   const ServiceMode mode = c->service ? c->service->mode : c->policy->default_mode();
 
   switch (mode) {
-    case ServiceMode::kDeny:
+    case ServiceMode::kDeny: {
       counters.outbound_denied++;
-      log.Warn("dataplane.outbound.denied",
-               With(c->Fields(), {{"reason", c->service ? "service mode deny" : "node default"}}));
-      return ResetFd(std::move(c->workload));
+      const std::string reason = c->service ? "service mode deny" : "node default";
+      log.Warn("dataplane.outbound.denied", With(c->Fields(), {{"reason", reason}}));
+      ResetFd(std::move(c->workload));
+      workers->Submit([this, c, reason] {
+        auto process = host.Attest(c->origin.tgid);  // for the exe; the process may be gone
+        host.Audit("dataplane.denied", "", c->origin.tgid, process.ok() ? process->exe_path : "",
+                   {{"side", "outbound"},
+                    {"dst", c->dst.str()},
+                    {"uid", c->origin.uid},
+                    {"service", c->service ? c->service->name : ""},
+                    {"reason", reason}});
+      });
+      return;
+    }
     case ServiceMode::kPassthrough: {
       counters.outbound_passthrough++;
       AsyncConnect(loop, c->dst.ToSockaddr(), options.connect_timeout,
@@ -324,6 +335,14 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                               }
                               if (reply.code != 200) {
                                 counters.outbound_denied++;
+                                host.Audit(
+                                    reply.code == 403 ? "dataplane.denied" : "dataplane.refused",
+                                    c->source_id, c->origin.tgid, c->exe,
+                                    {{"side", "outbound"},
+                                     {"dst", c->dst.str()},
+                                     {"service", c->service->name},
+                                     {"code", reply.code},
+                                     {"reason", reply.reason}});
                                 log.Warn("dataplane.outbound.refused_by_peer",
                                          With(c->Fields(),
                                               {{"code", reply.code}, {"reason", reply.reason}}));

@@ -1,5 +1,6 @@
 // Proxy lifecycle: listeners, event loops, worker pool, the inbound certificate refresher.
 #include <arpa/inet.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -107,26 +108,35 @@ std::string SvidKey(const agent::workloadapi::X509SvidGrant& grant) {
   return grant.spiffe_id + "@" + std::to_string(ToUnixSeconds(grant.expires_at));
 }
 
-void Proxy::Impl::AcceptOutbound(int listener) {
-  for (int i = 0; i < 256; ++i) {  // bounded per wakeup; edge-triggered, so drain
-    OwnedFd fd(::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) return;  // EAGAIN (drained) or a transient error
-    counters.outbound_accepted++;
-    EventLoop& loop = loops->Next();
-    auto shared = std::make_shared<OwnedFd>(std::move(fd));
-    loop.Post([this, &loop, shared] { HandleOutbound(loop, std::move(*shared)); });
-  }
-}
-
-void Proxy::Impl::AcceptInbound() {
+void Proxy::Impl::Accept(int listener, bool inbound_side) {
+  // Edge-triggered: drain until EAGAIN. A bounded batch per pass keeps loop 0 fair; the rest
+  // is picked up by a pass posted behind the work just queued.
   for (int i = 0; i < 256; ++i) {
-    OwnedFd fd(::accept4(inbound.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-    if (!fd.valid()) return;
-    counters.inbound_accepted++;
+    OwnedFd fd(::accept4(listener, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd.valid()) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+      // Out of descriptors or memory: the queued connections stay queued and no new edge
+      // will come for them, so try again shortly.
+      log.Warn("dataplane.accept.failed", {{"error", std::strerror(errno)}});
+      loops->at(0).AddTimer(std::chrono::milliseconds(50),
+                            [this, listener, inbound_side] { Accept(listener, inbound_side); });
+      return;
+    }
+    // Both directions carry small messages (handshakes, the sigil/1 lines, request heads):
+    // never let Nagle hold one back for a delayed ACK.
+    int one = 1;
+    ::setsockopt(fd.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    (inbound_side ? counters.inbound_accepted : counters.outbound_accepted)++;
     EventLoop& loop = loops->Next();
     auto shared = std::make_shared<OwnedFd>(std::move(fd));
-    loop.Post([this, &loop, shared] { HandleInbound(loop, std::move(*shared)); });
+    if (inbound_side) {
+      loop.Post([this, &loop, shared] { HandleInbound(loop, std::move(*shared)); });
+    } else {
+      loop.Post([this, &loop, shared] { HandleOutbound(loop, std::move(*shared)); });
+    }
   }
+  loops->at(0).Post([this, listener, inbound_side] { Accept(listener, inbound_side); });
 }
 
 void Proxy::Impl::StartTrackedRelay(EventLoop& loop, std::unique_ptr<Endpoint> a,
@@ -256,11 +266,11 @@ Result<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options, ProxyHost& hos
     cv.wait(lock, [&] { return done->has_value(); });
     return **done;
   };
-  SIGIL_TRY(watch(s.outbound4.get(), [raw] { raw->AcceptOutbound(raw->outbound4.get()); }));
+  SIGIL_TRY(watch(s.outbound4.get(), [raw] { raw->Accept(raw->outbound4.get(), false); }));
   if (s.outbound6.valid()) {
-    SIGIL_TRY(watch(s.outbound6.get(), [raw] { raw->AcceptOutbound(raw->outbound6.get()); }));
+    SIGIL_TRY(watch(s.outbound6.get(), [raw] { raw->Accept(raw->outbound6.get(), false); }));
   }
-  SIGIL_TRY(watch(s.inbound.get(), [raw] { raw->AcceptInbound(); }));
+  SIGIL_TRY(watch(s.inbound.get(), [raw] { raw->Accept(raw->inbound.get(), true); }));
 
   s.RefreshInboundCertificates();
   s.refresher = std::thread([raw] { raw->RefresherLoop(); });

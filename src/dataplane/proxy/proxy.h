@@ -20,8 +20,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include "agent/attest/attested_process.h"
 #include "agent/workloadapi/workload_source.h"
+
 #include "common/log.h"
 #include "common/result.h"
 #include "core/trust_bundle.h"
@@ -40,6 +42,10 @@ class ProxyHost {
       const agent::attest::AttestedProcess& process) = 0;
   virtual core::BundleSet Bundles() = 0;
   virtual std::shared_ptr<const NodePolicy> Policy() = 0;
+  // Records a data plane event in the control plane's audit trail ("dataplane.denied",
+  // "dataplane.refused"); must not block.
+  virtual void Audit(const std::string& type, const std::string& identity, int64_t pid,
+                     const std::string& exe, const nlohmann::json& details) = 0;
 };
 
 struct ProxyOptions {

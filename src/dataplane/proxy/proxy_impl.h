@@ -92,9 +92,8 @@ struct Proxy::Impl {
   Impl(ProxyOptions o, ProxyHost& h, Interceptor& i, Logger& l)
       : options(std::move(o)), host(h), interceptor(i), log(l) {}
 
-  // Accept loops (run on loop 0 and hand each connection to the next loop).
-  void AcceptOutbound(int listener);
-  void AcceptInbound();
+  // Accepts on loop 0 and hands each connection to the next loop.
+  void Accept(int listener, bool inbound_side);
 
   // outbound.cc
   void HandleOutbound(EventLoop& loop, OwnedFd fd);

@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/relay/record_endpoint.h"
+
 namespace sigil::dataplane {
 
 namespace {
@@ -48,6 +50,10 @@ IoResult ErrnoIoResult(int err, const char* op) {
   return r;
 }
 
+Endpoint::Endpoint(OwnedFd fd, SslPtr ssl) : fd_(std::move(fd)), ssl_(std::move(ssl)) {}
+
+Endpoint::~Endpoint() = default;
+
 std::unique_ptr<Endpoint> Endpoint::Plain(OwnedFd fd) {
   SetNonBlocking(fd.get());
   return std::unique_ptr<Endpoint>(new Endpoint(std::move(fd), nullptr));
@@ -58,6 +64,28 @@ std::unique_ptr<Endpoint> Endpoint::Tls(OwnedFd fd, SslPtr ssl) {
   SSL_set_mode(ssl.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                               SSL_MODE_RELEASE_BUFFERS);
   return std::unique_ptr<Endpoint>(new Endpoint(std::move(fd), std::move(ssl)));
+}
+
+Result<std::unique_ptr<Endpoint>> Endpoint::Records(OwnedFd fd, ktls::TrafficKeys keys) {
+  if (!fd.valid()) return InvalidArgument("records endpoint: bad fd");
+  SIGIL_ASSIGN_OR_RETURN(std::unique_ptr<RecordLayer> layer, RecordLayer::Create(std::move(keys)));
+  SetNonBlocking(fd.get());
+  std::unique_ptr<Endpoint> ep(new Endpoint(std::move(fd), nullptr));
+  ep->records_ = std::move(layer);
+  return ep;
+}
+
+Result<void> Endpoint::SwitchToRecords() {
+  if (!fd_.valid()) return FailedPrecondition("records switch: endpoint closed");
+  if (records_) return FailedPrecondition("records switch: already switched");
+  if (!ssl_) return FailedPrecondition("records switch: not a TLS endpoint");
+  if (tls_shutdown_sent_) return FailedPrecondition("records switch: close_notify already sent");
+  SIGIL_ASSIGN_OR_RETURN(ktls::TrafficKeys keys, ktls::ExportTrafficKeys(ssl_.get()));
+  SIGIL_ASSIGN_OR_RETURN(records_, RecordLayer::Create(std::move(keys)));
+  // SSL_set_fd attached the socket with BIO_NOCLOSE: freeing the SSL leaves fd_ open and sends
+  // nothing.
+  ssl_.reset();
+  return Ok();
 }
 
 IoResult Endpoint::SslFailure(int rc, const char* op) {
@@ -116,6 +144,7 @@ IoResult Endpoint::Read(std::span<char> out) {
     r.error = "read: endpoint closed";
     return r;
   }
+  if (records_) return records_->Read(fd_.get(), out);
   if (ssl_) {
     ERR_clear_error();
     errno = 0;
@@ -147,6 +176,11 @@ IoResult Endpoint::Write(std::span<const char> in) {
   if (!fd_.valid()) {
     r.status = IoStatus::kError;
     r.error = "write: endpoint closed";
+    return r;
+  }
+  if (records_) {
+    r = records_->Write(fd_.get(), in);
+    if (r.status == IoStatus::kEof) r.status = IoStatus::kReset;
     return r;
   }
   if (ssl_) {
@@ -189,6 +223,10 @@ IoResult Endpoint::ShutdownWrite() {
     r.error = "shutdown: endpoint closed";
     return r;
   }
+  if (records_) {
+    r = records_->SendCloseNotify(fd_.get());
+    if (r.status != IoStatus::kOk) return r;
+  }
   if (ssl_ && !tls_shutdown_sent_ && SSL_in_init(ssl_.get()) == 1) {
     // OpenSSL is in the middle of a post-handshake message (a NewSessionTicket read only in
     // part) and refuses SSL_shutdown; end the stream with a FIN alone (seen by the peer as a
@@ -220,8 +258,12 @@ void Endpoint::Abort() {
   lg.l_linger = 0;
   ::setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
   fd_.Reset();
+  if (records_) records_->ReleaseBuffers();
 }
 
-void Endpoint::Close() { fd_.Reset(); }
+void Endpoint::Close() {
+  fd_.Reset();
+  if (records_) records_->ReleaseBuffers();
+}
 
 }  // namespace sigil::dataplane

@@ -1,0 +1,97 @@
+// EventReporter: delivery in batches, retry while the server is away, drop-oldest bound, and
+// no retry of a batch the server refused as malformed. The send function stands in for the
+// gRPC call (the real call is exercised by tests/dataplane/test_dataplane.py).
+#include "agent/core/event_reporter.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <sstream>
+#include <thread>
+
+namespace sigil::agent {
+namespace {
+
+namespace pb = sigil::agent::v1;
+
+pb::AgentEvent Event(int i) {
+  pb::AgentEvent e;
+  e.set_type("dataplane.denied");
+  e.set_pid(i);
+  return e;
+}
+
+template <typename Pred>
+bool WaitFor(Pred pred) {
+  for (int i = 0; i < 300 && !pred(); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  return pred();
+}
+
+TEST(EventReporter, DeliversInBatchesAndRetriesWhileTheServerIsAway) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::atomic<bool> up{false};
+  std::mutex mu;
+  std::vector<int64_t> got;
+  std::atomic<int> calls{0};
+  EventReporter r(
+      [&](const pb::ReportEventsRequest& req) -> Result<void> {
+        ++calls;
+        if (!up) return Unavailable("server away");
+        std::lock_guard lock(mu);
+        for (const auto& e : req.events()) got.push_back(e.pid());
+        return {};
+      },
+      log, {.max_queued = 1000, .max_batch = 7, .interval = std::chrono::milliseconds(10)});
+  for (int i = 0; i < 20; ++i) r.Report(Event(i));
+  ASSERT_TRUE(WaitFor([&] { return calls >= 3; }));
+  EXPECT_EQ(r.sent(), 0u);
+  up = true;
+  ASSERT_TRUE(WaitFor([&] { return r.sent() == 20; }));
+  std::lock_guard lock(mu);
+  ASSERT_EQ(got.size(), 20u);
+  for (int i = 0; i < 20; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], i);  // in order, once
+  EXPECT_EQ(r.dropped(), 0u);
+}
+
+TEST(EventReporter, BoundedQueueDropsTheOldest) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::atomic<bool> up{false};
+  std::vector<int64_t> got;
+  EventReporter r(
+      [&](const pb::ReportEventsRequest& req) -> Result<void> {
+        if (!up) return Unavailable("away");
+        for (const auto& e : req.events()) got.push_back(e.pid());
+        return {};
+      },
+      log, {.max_queued = 5, .max_batch = 100, .interval = std::chrono::milliseconds(10)});
+  for (int i = 0; i < 12; ++i) r.Report(Event(i));
+  EXPECT_EQ(r.dropped(), 7u);
+  up = true;
+  ASSERT_TRUE(WaitFor([&] { return r.sent() == 5; }));
+  r.Stop();
+  EXPECT_EQ(got, (std::vector<int64_t>{7, 8, 9, 10, 11}));
+}
+
+TEST(EventReporter, MalformedBatchIsDroppedAndLogged) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::atomic<int> calls{0};
+  EventReporter r(
+      [&](const pb::ReportEventsRequest&) -> Result<void> {
+        ++calls;
+        return InvalidArgument("events[0].type: not allowed");
+      },
+      log, {.max_queued = 10, .max_batch = 10, .interval = std::chrono::milliseconds(10)});
+  r.Report(Event(1));
+  ASSERT_TRUE(WaitFor([&] { return r.dropped() == 1; }));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  EXPECT_EQ(calls, 1);  // not retried
+  r.Stop();
+  EXPECT_NE(out.str().find("audit.report.refused"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace sigil::agent
