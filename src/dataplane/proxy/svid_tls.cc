@@ -3,6 +3,9 @@
 #include <openssl/err.h>
 #include <openssl/x509.h>
 
+#include <array>
+#include <map>
+#include <mutex>
 #include <vector>
 
 #include "common/clock.h"
@@ -20,6 +23,70 @@ int PeerCheckIndex() {
         delete static_cast<std::shared_ptr<PeerCheck>*>(ptr);
       });
   return index;
+}
+
+// Verified peer leaves, by SHA-256 of the leaf's DER. Every new connection (a resumed one
+// too) re-checks its peer, and a full path validation (store, ECDSA verify) costs more than
+// the rest of a resumed handshake; a leaf that validated once against the same trust bundle
+// stays valid until it expires. Keyed by the whole certificate, so only a holder of that
+// exact certificate (and, in the handshake, its key or the session's PSK) benefits. Bounded;
+// cleared wholesale when full.
+class VerifiedLeafCache {
+ public:
+  std::optional<core::SpiffeId> Find(const std::array<unsigned char, 32>& key,
+                                     const core::BundleSet& bundles, TimePoint now) {
+    std::lock_guard lock(mu_);
+    auto it = entries_.find(key);
+    if (it == entries_.end()) return std::nullopt;
+    const Entry& e = it->second;
+    if (now >= e.not_after || bundles.Find(e.id.trust_domain()).get() != e.bundle) {
+      entries_.erase(it);
+      return std::nullopt;
+    }
+    return e.id;
+  }
+  void Put(const std::array<unsigned char, 32>& key, const core::SpiffeId& id,
+           const core::BundleSet& bundles, TimePoint not_after) {
+    std::lock_guard lock(mu_);
+    if (entries_.size() >= 4096) entries_.clear();
+    entries_.insert_or_assign(key, Entry{id, not_after, bundles.Find(id.trust_domain()).get()});
+  }
+
+ private:
+  struct Entry {
+    core::SpiffeId id;
+    TimePoint not_after;
+    const core::TrustBundle* bundle;  // identity of the bundle it was verified against
+  };
+  std::mutex mu_;
+  std::map<std::array<unsigned char, 32>, Entry> entries_;
+};
+
+VerifiedLeafCache& LeafCache() {
+  static VerifiedLeafCache* cache = new VerifiedLeafCache();  // never destroyed (threads)
+  return *cache;
+}
+
+std::optional<std::array<unsigned char, 32>> LeafKey(X509* leaf) {
+  std::array<unsigned char, 32> key{};
+  unsigned int len = 0;
+  if (X509_digest(leaf, EVP_sha256(), key.data(), &len) != 1 || len != key.size()) {
+    return std::nullopt;
+  }
+  return key;
+}
+
+// Full verification of `chain` (leaf first), through the cache.
+Result<core::SpiffeId> VerifyChain(std::vector<core::Certificate>& chain,
+                                   const core::BundleSet& bundles) {
+  const TimePoint now = Clock::System().Now();
+  auto key = LeafKey(chain.front().get());
+  if (key) {
+    if (auto hit = LeafCache().Find(*key, bundles, now)) return *hit;
+  }
+  SIGIL_ASSIGN_OR_RETURN(core::SpiffeId id, core::VerifyX509Svid(chain, bundles, now));
+  if (key) LeafCache().Put(*key, id, bundles, chain.front().NotAfter());
+  return id;
 }
 
 int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
@@ -44,7 +111,7 @@ int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
     if (X509_cmp(c, leaf) == 0) continue;
     chain.push_back(core::Certificate::FromX509(c));
   }
-  auto id = core::VerifyX509Svid(chain, check->bundles, Clock::System().Now());
+  auto id = VerifyChain(chain, check->bundles);
   if (!id.ok()) {
     check->failure = id.error().message();
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_UNTRUSTED);
@@ -151,7 +218,7 @@ Result<core::SpiffeId> PeerIdentity(SSL* ssl, PeerCheck& check) {
       if (X509_cmp(c, leaf) != 0) chain.push_back(core::Certificate::FromX509(c));
     }
   }
-  auto id = core::VerifyX509Svid(chain, check.bundles, Clock::System().Now());
+  auto id = VerifyChain(chain, check.bundles);
   if (!id.ok()) return Unauthenticated("resumed session: " + id.error().message());
   if (check.expect && *id != *check.expect) {
     return Unauthenticated("resumed session: peer is " + id->str() + ", expected " +
