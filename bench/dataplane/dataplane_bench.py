@@ -401,6 +401,7 @@ class Bench:
                 "--data-dir", self.tmp / f"agent-{host}", "--socket",
                 self.tmp / f"agent-{host}.sock", "--node-name", f"bench-{host}",
                 "--health-listen", "127.0.0.1:0", "--ready-file", ready, "--dataplane",
+                "--dataplane-loops", str(self.args.agent_loops),
                 "--cgroup-root", self.tmp / "cgroup2", "--managed-cgroup", self.managed[host]),
                 f"agent-{host}")
             self.wait_file(ready, p, f"agent {host}")
@@ -979,6 +980,8 @@ def main() -> int:
                     help="memory phase: open idle connections in batches of this many, 0.2 s "
                          "apart (0: all at once; see README, agent accept bug)")
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs) at exit")
+    ap.add_argument("--agent-loops", type=int, default=0,
+                    help="event loops per agent (--dataplane-loops; 0 = one per core)")
     ap.add_argument("--hold", type=int, default=0,
                     help="debugging: keep everything running this many seconds (max 3600) "
                          "after the report, for perf/ss/curl by hand")

@@ -139,6 +139,9 @@ int RunAgent(std::span<const std::string> args) {
   flags.String("managed-cgroup", &f.dp.managed,
                "name of the managed tree under the cgroup2 mount (default sigil); `sigil run` "
                "creates its cgroups there");
+  flags.StringList("manage-cgroup", &f.dp.extra_cgroups,
+                   "an existing cgroup2 directory (a systemd service, a container) whose "
+                   "processes are intercepted too; repeatable");
   flags.String("outbound-listen", &f.dp.outbound,
                "where intercepted IPv4 connections are redirected (default 127.0.0.1:15001)");
   flags.String("outbound-listen-v6", &f.dp.outbound_v6,

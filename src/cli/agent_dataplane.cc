@@ -111,6 +111,13 @@ class Running final : public Dataplane {
             "Inbound connections relayed to the application.", p.inbound_relayed);
     counter("sigil_dataplane_inbound_resumed_total",
             "Inbound handshakes that resumed a TLS session.", p.inbound_resumed);
+    counter("sigil_dataplane_records_switched_total",
+            "sigil/1 connections whose TLS records are protected by the agent's own record layer "
+            "after the handshake (the OpenSSL connection object freed).",
+            p.records_switched);
+    counter("sigil_dataplane_records_kept_openssl_total",
+            "sigil/1 connections left on OpenSSL's record layer (records were pending).",
+            p.records_kept_openssl);
     counter("sigil_dataplane_intercept_redirected_total", "connect() calls redirected (BPF).",
             i.redirected);
     out +=
@@ -201,8 +208,16 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
       running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
   // Attach last: from here on, managed workloads' connections reach the proxy.
   SIGIL_TRY(running->interceptor->Attach(running->root));
+  for (const auto& dir : flags.extra_cgroups) {
+    // Existing cgroups (a systemd service, a container) managed in place: the programs apply
+    // to every process in them and below.
+    if (auto r = running->interceptor->Attach(dir); !r.ok()) {
+      return r.error().WithContext("--manage-cgroup " + dir);
+    }
+  }
   log.Info("dataplane.intercept", {{"method", "ebpf"},
                                    {"managed_cgroups", running->root},
+                                   {"extra_cgroups", flags.extra_cgroups},
                                    {"default_mode", flags.default_mode},
                                    {"intercept_loopback", flags.intercept_loopback}});
   return std::unique_ptr<Dataplane>(std::move(running));

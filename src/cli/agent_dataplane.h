@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "agent/attest/attest.h"
 #include "agent/core/agent.h"
@@ -21,7 +22,8 @@ struct DataplaneFlags {
   std::string default_mode = "passthrough";  // for destinations no Service covers
   bool intercept_loopback = false;
   bool no_enforce = false;
-  std::string loops = "0";  // event loops; 0: one per core
+  std::string loops = "0";                 // event loops; 0: one per core
+  std::vector<std::string> extra_cgroups;  // existing cgroup2 directories to manage too
 };
 
 class Dataplane {

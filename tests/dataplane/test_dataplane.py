@@ -103,6 +103,8 @@ class DataplaneTest(unittest.TestCase):
         cls.tmp = Path(cls._td.name)
         os.chmod(cls.tmp, 0o755)
         cls.peers: list[Peer] = []
+        cls.cleanup_dirs: list[Path] = []
+        cls.unmount: list[Path] = []
         cls.made_ns = False
         try:
             cls.sigil = helpers.sigil_bin()
@@ -111,7 +113,8 @@ class DataplaneTest(unittest.TestCase):
             cls._make_hosts()
             cls._start_server()
             cls.cli("apply", "-f", "-", input=RESOURCES + cls._partner_resources())
-            cls.agent_a = cls._start_agent("a", NS_A)
+            cls.ext_cgroup = cls._make_external_cgroup()
+            cls.agent_a = cls._start_agent("a", NS_A, ["--manage-cgroup", cls.ext_cgroup])
             cls.agent_b = cls._start_agent("b", NS_B)
             cls._start_web()
         except BaseException:
@@ -122,6 +125,13 @@ class DataplaneTest(unittest.TestCase):
     def tearDownClass(cls) -> None:
         for p in reversed(cls.peers):
             p.kill()
+        for d in cls.cleanup_dirs:
+            try:
+                d.rmdir()
+            except OSError:
+                pass
+        for m in cls.unmount:
+            subprocess.run(["umount", "-l", str(m)], capture_output=True)
         if cls.made_ns:
             for ns in (NS_A, NS_B):
                 subprocess.run(["ip", "netns", "del", ns], capture_output=True)
@@ -172,7 +182,7 @@ class DataplaneTest(unittest.TestCase):
         cls.agent_api = addr["agent"]
 
     @classmethod
-    def _start_agent(cls, name: str, ns: str) -> Peer:
+    def _start_agent(cls, name: str, ns: str, extra: list | None = None) -> Peer:
         token = cls.cli("token", "create", "--node", f"host-{name}").stdout
         m = re.search(r"SJT1\.[^\s]+", token)
         assert m, token
@@ -186,7 +196,7 @@ class DataplaneTest(unittest.TestCase):
                           "--socket", cls.tmp / f"agent-{name}.sock", "--node-name", f"host-{name}",
                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
                           "--dataplane", "--cgroup-root", cls.tmp / "cgroup2",
-                          "--managed-cgroup", managed), f"sigil-agent-{name}")
+                          "--managed-cgroup", managed, *(extra or [])), f"sigil-agent-{name}")
         cls.peers.append(peer)
         addr = cls._wait_ready(peer, ready, f"agent {name}")
         peer.managed = managed
@@ -199,6 +209,21 @@ class DataplaneTest(unittest.TestCase):
     def sigil_run(cls, ns: str, agent: Peer, *cmd: object) -> list[str]:
         return netns(ns, cls.sigil, "run", "--cgroup-root", cls.tmp / "cgroup2",
                      "--managed-cgroup", agent.managed, "--", *cmd)
+
+    @classmethod
+    def _make_external_cgroup(cls) -> Path:
+        """A cgroup outside the agent's managed tree (as a systemd service or a container would
+        have), handed to agent A with --manage-cgroup."""
+        # Our own cgroup2 mount: `ip netns exec` remounts /sys, so a mount under /sys/fs/cgroup
+        # is not visible to the agents; this one is (the agents find it first).
+        mount = cls.tmp / "cgroup2"
+        mount.mkdir(exist_ok=True)
+        sh("mount", "-t", "cgroup2", "none", mount)
+        cls.unmount.append(mount)
+        ext = mount / f"sigil-ext-{os.getpid()}"
+        ext.mkdir()
+        cls.cleanup_dirs.append(ext)
+        return ext
 
     @classmethod
     def _partner_resources(cls) -> str:
@@ -464,6 +489,11 @@ spec:
                                 - before_b["sigil_dataplane_inbound_resumed_total"], 2)
         self.assertEqual(after_a["sigil_dataplane_outbound_failed_total"],
                          before_a["sigil_dataplane_outbound_failed_total"])
+        # Both agents handed each connection's records to their own record layer (the
+        # OpenSSL connection object freed after the handshake).
+        for before, after in ((before_a, after_a), (before_b, after_b)):
+            self.assertGreaterEqual(after["sigil_dataplane_records_switched_total"]
+                                    - before["sigil_dataplane_records_switched_total"], 3)
 
     def test_08_large_transfer_intact(self):
         r = subprocess.run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "60",
@@ -499,6 +529,16 @@ spec:
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(int(r.stdout.strip()), len(MARKER) * 2000)
+
+    def test_12_existing_cgroup_managed_in_place(self):
+        before = self.metrics(self.agent_a, NS_A)
+        r = run(netns(NS_A, "sh", "-c",
+                      f"echo $$ > {self.ext_cgroup}/cgroup.procs && "
+                      f"exec {CURL} -sS --max-time 10 http://{IP_B}:{PORT}/hello.txt"))
+        self.assertEqual(r.stdout, "hello through sigil\n")
+        after = self.metrics(self.agent_a, NS_A)
+        self.assertEqual(after["sigil_dataplane_outbound_mutual_total"]
+                         - before["sigil_dataplane_outbound_mutual_total"], 1)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
                         [this, &loop, c, app_fd, prefix, dst, name](Result<void> w) {
                           if (!w.ok()) return ResetFd(std::move(*app_fd));
                           counters.inbound_relayed++;
+                          SwitchRecordLayer(*c->client);
                           log.Info("dataplane.inbound.accepted", {{"peer", c->remote.str()},
                                                                   {"identity", c->source_id},
                                                                   {"service", name},

@@ -348,6 +348,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                                               {{"code", reply.code}, {"reason", reply.reason}}));
                                 return ResetFd(std::move(c->workload));
                               }
+                              SwitchRecordLayer(*c->upstream);
                               StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)),
                                                 std::move(c->upstream), "", m->second,
                                                 "mutual " + c->source_id + " -> " + c->dst.str());

@@ -139,6 +139,14 @@ void Proxy::Impl::Accept(int listener, bool inbound_side) {
   loops->at(0).Post([this, listener, inbound_side] { Accept(listener, inbound_side); });
 }
 
+void Proxy::Impl::SwitchRecordLayer(Endpoint& ep) {
+  if (auto r = ep.SwitchToRecords(); r.ok()) {
+    counters.records_switched++;
+  } else {
+    counters.records_kept_openssl++;
+  }
+}
+
 void Proxy::Impl::StartTrackedRelay(EventLoop& loop, std::unique_ptr<Endpoint> a,
                                     std::unique_ptr<Endpoint> b, std::string a_to_b,
                                     std::string b_to_a, std::string what) {
@@ -197,6 +205,8 @@ ProxyCounters Proxy::Counters() const {
   out.outbound_resumed = c.outbound_resumed;
   out.inbound_resumed = c.inbound_resumed;
   out.outbound_simple = c.outbound_simple;
+  out.records_switched = c.records_switched;
+  out.records_kept_openssl = c.records_kept_openssl;
   return out;
 }
 

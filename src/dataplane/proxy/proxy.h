@@ -72,6 +72,8 @@ struct ProxyCounters {
   uint64_t active_relays = 0;
   uint64_t outbound_resumed = 0, inbound_resumed = 0;  // TLS sessions resumed
   uint64_t outbound_simple = 0;                        // TLS originated to simple Services
+  // sigil/1 connections whose record layer moved from OpenSSL to our own (or stayed).
+  uint64_t records_switched = 0, records_kept_openssl = 0;
 };
 
 class Proxy {

@@ -10,6 +10,7 @@
 
 #include "common/clock.h"
 #include "core/x509_svid.h"
+#include "dataplane/ktls/ktls.h"
 #include "dataplane/protocol/preamble.h"
 
 namespace sigil::dataplane {
@@ -178,6 +179,9 @@ int OnNewSession(SSL* ssl, SSL_SESSION* session) {
 Result<SslCtxPtr> NewContext(TlsRole role) {
   SslCtxPtr ctx(SSL_CTX_new(role == TlsRole::kClient ? TLS_client_method() : TLS_server_method()));
   if (!ctx) return Internal(OpensslError("SSL_CTX_new"));
+  // Key export after the handshake: the relay then protects records itself (or the kernel
+  // does, with kTLS) and frees the SSL (docs/dataplane.md, "Record layer after the handshake").
+  SIGIL_TRY(ktls::PrepareContextForKtls(ctx.get()));
   SSL_CTX_set_min_proto_version(ctx.get(), TLS1_3_VERSION);
   SSL_CTX_set_max_proto_version(ctx.get(), TLS1_3_VERSION);
   // X25519 first: the cheapest (EC)DHE, which every handshake (resumed ones too) pays.

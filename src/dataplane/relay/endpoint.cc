@@ -83,7 +83,11 @@ Result<void> Endpoint::SwitchToRecords() {
   SIGIL_ASSIGN_OR_RETURN(ktls::TrafficKeys keys, ktls::ExportTrafficKeys(ssl_.get()));
   SIGIL_ASSIGN_OR_RETURN(records_, RecordLayer::Create(std::move(keys)));
   // SSL_set_fd attached the socket with BIO_NOCLOSE: freeing the SSL leaves fd_ open and sends
-  // nothing.
+  // nothing. Mark it shut down first: SSL_free of a connection that was not shut down counts
+  // its session as bad and makes it non-resumable, which would throw away the session ticket
+  // the proxy keeps for the next connection.
+  SSL_set_quiet_shutdown(ssl_.get(), 1);
+  SSL_set_shutdown(ssl_.get(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   ssl_.reset();
   return Ok();
 }

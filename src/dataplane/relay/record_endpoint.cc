@@ -39,20 +39,21 @@ Result<std::unique_ptr<RecordLayer>> RecordLayer::Create(ktls::TrafficKeys keys)
 RecordLayer::~RecordLayer() { ReleaseBuffers(); }
 
 void RecordLayer::ReleaseBuffers() {
-  if (in_) OPENSSL_cleanse(in_.get(), kTlsMaxRecord);  // may hold decrypted plaintext
-  in_.reset();
-  in_start_ = in_len_ = rec_end_ = plain_off_ = plain_end_ = 0;
-  opened_ = false;
+  DropInput();
   out_.reset();
   out_cap_ = out_off_ = out_len_ = 0;
 }
 
-IoResult RecordLayer::ReadFailure(IoStatus status, std::string error) {
-  read_failed_ = true;
-  if (in_) OPENSSL_cleanse(in_.get(), kTlsMaxRecord);
+void RecordLayer::DropInput() {
+  if (in_) OPENSSL_cleanse(in_.get(), kTlsMaxRecord);  // may hold decrypted plaintext
   in_.reset();
   in_start_ = in_len_ = rec_end_ = plain_off_ = plain_end_ = 0;
   opened_ = false;
+}
+
+IoResult RecordLayer::ReadFailure(IoStatus status, std::string error) {
+  read_failed_ = true;
+  DropInput();
   return Status(status, "tls records: " + std::move(error));
 }
 
@@ -154,7 +155,7 @@ IoResult RecordLayer::Read(int fd, std::span<char> out) {
         IoResult c = rec->type == kTlsContentApplicationData ? IoResult{} : HandleControl(*rec);
         DropRecord();
         if (c.status == IoStatus::kEof) {
-          ReleaseBuffers();  // nothing after close_notify is read (the write side is unaffected)
+          DropInput();  // nothing after close_notify is read; a pending write stays
           read_eof_ = true;
           return c;
         }
@@ -181,7 +182,7 @@ IoResult RecordLayer::Read(int fd, std::span<char> out) {
     }
     if (n == 0) {
       // TCP EOF without close_notify (possibly in the middle of a record): truncation.
-      ReleaseBuffers();
+      DropInput();
       read_eof_ = true;
       IoResult r = Status(IoStatus::kEof);
       r.truncated = true;

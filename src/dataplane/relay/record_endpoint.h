@@ -79,6 +79,7 @@ class RecordLayer {
   IoResult HandleControl(const OpenedRecord& rec);
   IoResult Flush(int fd);
   void DropRecord();  // the record at in_start_ is consumed
+  void DropInput();   // wipes and frees the receive buffer (EOF, errors)
   IoResult ReadFailure(IoStatus status, std::string error);
   IoResult WriteFailure(IoResult r);
 

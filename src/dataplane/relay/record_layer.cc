@@ -4,7 +4,9 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 
+#include <algorithm>
 #include <string>
+#include <utility>
 
 namespace sigil::dataplane {
 
