@@ -74,6 +74,9 @@ class Running final : public Dataplane {
  public:
   void Stop() override {
     if (proxy) proxy->Stop();
+    // The managed root goes when nothing is left in it (sigil run removes its own cgroups);
+    // otherwise it stays for the next start.
+    if (!root.empty()) (void)dataplane::RemoveCgroup(root);
   }
   std::string managed_root() const override { return root; }
   int inbound_port() const override { return proxy->inbound_port(); }

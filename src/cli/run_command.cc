@@ -2,8 +2,10 @@
 // tree (<cgroup2>/sigil/run-NAME-PID), so CMD and everything it forks are covered by the
 // agent's interception programs (attached to <cgroup2>/sigil and inherited by every cgroup
 // below). sigil stays as the parent: it forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to CMD, exits
-// with CMD's status, and removes the cgroup once it is empty.
+// with CMD's status, and removes the cgroup once it is empty. If sigil itself is killed, CMD is
+// killed too (PR_SET_PDEATHSIG).
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -77,12 +79,18 @@ int RunRun(std::span<const std::string> args) {
   }
 
   // The child joins the cgroup before exec, so nothing CMD does escapes it.
+  const pid_t parent = ::getpid();
   const pid_t child = ::fork();
   if (child < 0) {
     std::cerr << "sigil run: fork: " << std::strerror(errno) << "\n";
     return kExitFailure;
   }
   if (child == 0) {
+    // CMD must not outlive this launcher unnoticed: if sigil is killed (even with SIGKILL,
+    // which cannot be forwarded), the kernel kills CMD. Survives exec; checked against the
+    // race where the parent died before prctl.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) ::_exit(126);
     if (auto r = dataplane::MoveProcess(*dir, 0); !r.ok()) {
       std::cerr << "sigil run: " << r.error().message() << "\n";
       ::_exit(126);

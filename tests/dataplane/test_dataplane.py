@@ -125,11 +125,10 @@ class DataplaneTest(unittest.TestCase):
     def tearDownClass(cls) -> None:
         for p in reversed(cls.peers):
             p.kill()
+        # Kill whatever is left in the cgroups this test made (the agents' managed trees and
+        # the external one), then remove them, so nothing outlives the test.
         for d in cls.cleanup_dirs:
-            try:
-                d.rmdir()
-            except OSError:
-                pass
+            cls._remove_cgroup_tree(d)
         for m in cls.unmount:
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
         if cls.made_ns:
@@ -200,6 +199,7 @@ class DataplaneTest(unittest.TestCase):
         cls.peers.append(peer)
         addr = cls._wait_ready(peer, ready, f"agent {name}")
         peer.managed = managed
+        cls.cleanup_dirs.append(cls.tmp / "cgroup2" / managed)
         peer.health = addr["health"]
         peer.socket = cls.tmp / f"agent-{name}.sock"
         peer.wait_for(r"dataplane\.intercept", timeout=10)
@@ -209,6 +209,29 @@ class DataplaneTest(unittest.TestCase):
     def sigil_run(cls, ns: str, agent: Peer, *cmd: object) -> list[str]:
         return netns(ns, cls.sigil, "run", "--cgroup-root", cls.tmp / "cgroup2",
                      "--managed-cgroup", agent.managed, "--", *cmd)
+
+    @staticmethod
+    def _remove_cgroup_tree(d: Path) -> None:
+        if not d.is_dir():
+            return
+        try:
+            (d / "cgroup.kill").write_text("1")
+        except OSError:
+            pass
+        deadline = time.monotonic() + 5
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            while time.monotonic() < deadline:
+                try:
+                    sub.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
 
     @classmethod
     def _make_external_cgroup(cls) -> Path:
