@@ -31,6 +31,7 @@ Result<size_t> TakeLine(std::string_view buffered, std::string_view what, std::s
   for (size_t i = 0; i < limit; ++i) {
     const auto c = static_cast<unsigned char>(buffered[i]);
     if (c == '\r') {
+      if (i + 2 > kMaxLineBytes) break;  // CRLF would end past the bound
       if (i + 1 == buffered.size()) return size_t{0};
       if (buffered[i + 1] != '\n') return InvalidArgument(std::string(what) + ": CR without LF");
       *line = buffered.substr(0, i);
@@ -41,7 +42,7 @@ Result<size_t> TakeLine(std::string_view buffered, std::string_view what, std::s
                              std::to_string(i) + " is not printable ASCII");
     }
   }
-  if (buffered.size() >= kMaxLineBytes) {
+  if (buffered.size() >= kMaxLineBytes - 1) {
     return InvalidArgument(std::string(what) + ": longer than " + std::to_string(kMaxLineBytes) +
                            " bytes");
   }

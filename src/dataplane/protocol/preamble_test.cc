@@ -72,10 +72,27 @@ TEST(Connect, RejectsMalformed) {
 
 TEST(Connect, BoundedWithoutCrlf) {
   Destination out;
-  EXPECT_TRUE(ParseConnect(std::string(kMaxLineBytes - 1, 'A'), &out).ok());
-  auto too_long = ParseConnect(std::string(kMaxLineBytes, 'A'), &out);
+  // 254 bytes may still end with CRLF within the bound; 255 cannot.
+  EXPECT_TRUE(ParseConnect(std::string(kMaxLineBytes - 2, 'A'), &out).ok());
+  auto too_long = ParseConnect(std::string(kMaxLineBytes - 1, 'A'), &out);
   ASSERT_FALSE(too_long.ok());
   EXPECT_NE(too_long.error().message().find("longer than"), std::string::npos);
+}
+
+TEST(Connect, LineOfExactlyTheBoundIsAcceptedOneMoreIsNot) {
+  // Found by fuzz/dp_preamble_fuzz: a CR at offset 255 with its LF at 256 made a 257-byte line.
+  const std::string head = "SIGIL/1 403 ";
+  const std::string fits = head + std::string(kMaxLineBytes - 2 - head.size(), 'a') + "\r\n";
+  ASSERT_EQ(fits.size(), kMaxLineBytes);
+  Reply r;
+  auto n = ParseReply(fits, &r);
+  ASSERT_TRUE(n.ok()) << n.error().ToString();
+  EXPECT_EQ(*n, kMaxLineBytes);
+  const std::string over = head + std::string(kMaxLineBytes - 1 - head.size(), 'a') + "\r\n";
+  EXPECT_FALSE(ParseReply(over, &r).ok());
+  // Without the LF yet, a CR at the last allowed offset still waits for more.
+  EXPECT_EQ(*ParseReply(fits.substr(0, fits.size() - 1), &r), 0u);
+  EXPECT_FALSE(ParseReply(over.substr(0, over.size() - 1), &r).ok());
 }
 
 TEST(Reply, EncodeParseAndSanitise) {
