@@ -160,12 +160,7 @@ class DataplaneTest(unittest.TestCase):
 
     @classmethod
     def _wait_ready(cls, peer: Peer, ready: Path, what: str) -> dict:
-        deadline = time.monotonic() + 30
-        while not ready.exists():
-            if peer.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"{what} did not become ready\n{peer.output}")
-            time.sleep(0.05)
-        return dict(line.split("=", 1) for line in ready.read_text().split())
+        return helpers.wait_ready_file(peer, ready, what, timeout=30)
 
     @classmethod
     def _start_server(cls) -> None:

@@ -282,6 +282,17 @@ class Peer:
         self.kill()
 
 
+def wait_ready_file(peer: "Peer", ready: Path, what: str, timeout: float = 30) -> dict:
+    """Waits for a daemon's --ready-file (KEY=VALUE lines) and returns it as a dict; fails with
+    the daemon's output if it exits or the timeout passes first."""
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if peer.proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"{what} did not become ready\n{peer.output}")
+        time.sleep(0.05)
+    return dict(line.split("=", 1) for line in ready.read_text().split())
+
+
 def start_s_server(cert: Path, key: Path, ca_file: Path, *, chain: Path | None = None,
                    extra: Sequence[object] = (), name: str = "s_server") -> tuple[Peer, int]:
     """Starts `openssl s_server` on 127.0.0.1:0 and returns (peer, bound port)."""
