@@ -13,6 +13,7 @@ Checks, each against the real binaries and kernel:
   * `openssl s_client` with a certificate from another CA is rejected at port 15008, and with
     an SVID fetched from the Workload API it speaks sigil/1 and reaches the service;
   * TLS sessions are resumed for later connections (agent /metrics counters);
+  * a permissive Service takes both sigil/1 and plaintext on its port;
   * a 256 MiB transfer arrives intact (SHA-256), 40 parallel connections all succeed, and a
     client's half-close still gets the whole response.
 Run as root (namespaces, BPF, cgroup2); any missing capability is a failure, not a skip.
@@ -45,6 +46,7 @@ TD = "example.org"
 NS_A, NS_B = f"sgA{os.getpid()}", f"sgB{os.getpid()}"
 IP_A, IP_B = "10.77.0.1", "10.77.0.2"
 PORT = 8080
+LEGACY_PORT = 8082  # a permissive Service: plaintext and sigil/1 both accepted
 PYTHON = os.path.realpath("/usr/bin/python3")
 CURL = os.path.realpath(shutil.which("curl") or "/usr/bin/curl")
 MARKER = b"sigil-plaintext-marker-" + os.urandom(8).hex().encode()
@@ -80,11 +82,19 @@ spec:
   identity: spiffe://{TD}/web
 ---
 apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: legacy}}
+spec:
+  mode: permissive
+  addresses: ["{IP_B}:{LEGACY_PORT}"]
+  identity: spiffe://{TD}/web
+---
+apiVersion: sigil.dev/v1alpha1
 kind: AccessPolicy
 metadata: {{name: client-to-web}}
 spec:
   sources: [spiffe://{TD}/client, spiffe://{TD}/probe]
-  destinations: [web]
+  destinations: [web, legacy]
 """
 
 
@@ -320,6 +330,9 @@ spec:
         peer = Peer(cls.sigil_run(NS_B, cls.agent_b, PYTHON, "-m", "http.server", PORT,
                                   "--bind", IP_B, "--directory", www), "web")
         cls.peers.append(peer)
+        legacy = Peer(cls.sigil_run(NS_B, cls.agent_b, PYTHON, "-m", "http.server", LEGACY_PORT,
+                                    "--bind", IP_B, "--directory", www), "legacy")
+        cls.peers.append(legacy)
         # Agent B finds the listener (bind record), attests it and holds the web SVID; poll
         # through the real path until a managed client gets an answer.
         deadline = time.monotonic() + 30
@@ -557,6 +570,26 @@ spec:
         after = self.metrics(self.agent_a, NS_A)
         self.assertEqual(after["sigil_dataplane_outbound_mutual_total"]
                          - before["sigil_dataplane_outbound_mutual_total"], 1)
+
+    def test_13_permissive_service_takes_mtls_and_plaintext(self):
+        # A managed client is upgraded to sigil/1 (agent B serves the legacy port too)...
+        deadline = time.monotonic() + 15
+        while True:
+            r = subprocess.run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "5",
+                                              f"http://{IP_B}:{LEGACY_PORT}/hello.txt"),
+                               capture_output=True, timeout=30)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # until agent B holds the certificate for the new listener
+        self.assertEqual(r.stdout, b"hello through sigil\n", r.stderr)
+        self.agent_b.wait_for(r'dataplane\.inbound\.accepted.*service="legacy"', timeout=5)
+        # ...and a client outside Sigil still reaches the same port in plaintext: no drop rule.
+        r = run(netns(NS_A, CURL, "-sS", "--max-time", "10",
+                      f"http://{IP_B}:{LEGACY_PORT}/hello.txt"))
+        self.assertEqual(r.stdout, "hello through sigil\n")
+        rules = run(netns(NS_B, "nft", "list", "table", "inet", "sigil_enforce")).stdout
+        self.assertIn(f"dport {PORT}", rules)
+        self.assertNotIn(f"dport {LEGACY_PORT}", rules)
 
 
 if __name__ == "__main__":
