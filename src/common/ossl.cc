@@ -6,21 +6,25 @@
 
 namespace sigil {
 
-Error OsslError(std::string_view what, ErrorCode code) {
-  std::string msg(what);
-  bool first = true;
+std::string DrainOsslErrors() {
+  std::string out;
   // Keep at most a few reasons: the queue can be long and the first entries carry the cause.
   for (int i = 0; i < 4; ++i) {
     unsigned long e = ERR_get_error();
     if (e == 0) break;
     char buf[256];
     ERR_error_string_n(e, buf, sizeof(buf));
-    msg += first ? " (" : "; ";
-    msg += buf;
-    first = false;
+    if (!out.empty()) out += "; ";
+    out += buf;
   }
-  if (!first) msg += ")";
   ERR_clear_error();
+  return out;
+}
+
+Error OsslError(std::string_view what, ErrorCode code) {
+  std::string msg(what);
+  const std::string reasons = DrainOsslErrors();
+  if (!reasons.empty()) msg += " (" + reasons + ")";
   return Error(code, std::move(msg));
 }
 

@@ -57,8 +57,11 @@ using StackOfX509Ptr = std::unique_ptr<STACK_OF(X509), OsslFree<FreeX509Stack>>;
 using SslCtxPtr = std::unique_ptr<SSL_CTX, OsslFree<SSL_CTX_free>>;
 using SslPtr = std::unique_ptr<SSL, OsslFree<SSL_free>>;
 
-// Builds an Error from `what` plus the reasons on OpenSSL's (thread-local) error queue, and
-// clears the queue so a later failure does not report stale reasons.
+// The first few reasons on OpenSSL's (thread-local) error queue, "reason; reason" ("" when
+// empty), and clears the queue so a later failure does not report stale reasons.
+std::string DrainOsslErrors();
+
+// Builds an Error from `what` plus DrainOsslErrors(): "what (reason; reason)".
 Error OsslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
 
 // Discards whatever is on the error queue (after a failure we handled ourselves).

@@ -143,17 +143,6 @@ int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const uns
   return SSL_TLSEXT_ERR_ALERT_FATAL;
 }
 
-std::string OpensslError(std::string_view what) {
-  std::string out(what);
-  while (unsigned long e = ERR_get_error()) {  // NOLINT(google-runtime-int)
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    out += ": ";
-    out += buf;
-  }
-  return out;
-}
-
 }  // namespace
 
 void AttachPeerCheck(SSL* ssl, std::shared_ptr<PeerCheck> check) {
@@ -178,7 +167,7 @@ int OnNewSession(SSL* ssl, SSL_SESSION* session) {
 
 Result<SslCtxPtr> NewContext(TlsRole role) {
   SslCtxPtr ctx(SSL_CTX_new(role == TlsRole::kClient ? TLS_client_method() : TLS_server_method()));
-  if (!ctx) return Internal(OpensslError("SSL_CTX_new"));
+  if (!ctx) return OsslError("SSL_CTX_new");
   // Key export after the handshake: the relay then protects records itself (or the kernel
   // does, with kTLS) and frees the SSL (docs/dataplane.md, "Record layer after the handshake").
   SIGIL_TRY(ktls::PrepareContextForKtls(ctx.get()));
@@ -238,19 +227,19 @@ Result<SslCtxPtr> MakeSvidContext(const agent::workloadapi::X509SvidGrant& grant
   if (grant.chain.empty()) return InvalidArgument("svid " + grant.spiffe_id + ": empty chain");
   SIGIL_ASSIGN_OR_RETURN(SslCtxPtr ctx, NewContext(role));
   if (SSL_CTX_use_certificate(ctx.get(), grant.chain.front().get()) != 1) {
-    return Internal(OpensslError("svid " + grant.spiffe_id + ": certificate"));
+    return OsslError("svid " + grant.spiffe_id + ": certificate");
   }
   for (size_t i = 1; i < grant.chain.size(); ++i) {
     // add1: the context takes its own reference.
     if (SSL_CTX_add1_chain_cert(ctx.get(), grant.chain[i].get()) != 1) {
-      return Internal(OpensslError("svid " + grant.spiffe_id + ": chain"));
+      return OsslError("svid " + grant.spiffe_id + ": chain");
     }
   }
   const auto* der = grant.key_pkcs8_der.data();
   EvpPkeyPtr key(d2i_AutoPrivateKey(nullptr, &der, static_cast<long>(grant.key_pkcs8_der.size())));
   if (!key || SSL_CTX_use_PrivateKey(ctx.get(), key.get()) != 1 ||
       SSL_CTX_check_private_key(ctx.get()) != 1) {
-    return Internal(OpensslError("svid " + grant.spiffe_id + ": private key"));
+    return OsslError("svid " + grant.spiffe_id + ": private key");
   }
   return ctx;
 }

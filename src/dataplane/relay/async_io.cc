@@ -149,16 +149,7 @@ class HandshakeOp : public Op<HandshakeOp, Result<std::unique_ptr<Endpoint>>> {
     if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) return;
     const char* role = SSL_is_server(ssl_.get()) ? "server" : "client";
     std::string msg = std::string("tls handshake (") + role + "): ";
-    std::string reasons;
-    for (int i = 0; i < 4; ++i) {
-      unsigned long e = ERR_get_error();
-      if (e == 0) break;
-      char buf[256];
-      ERR_error_string_n(e, buf, sizeof(buf));
-      if (!reasons.empty()) reasons += "; ";
-      reasons += buf;
-    }
-    ERR_clear_error();
+    const std::string reasons = DrainOsslErrors();
     if (!reasons.empty()) {
       msg += reasons;
     } else if (err == SSL_ERROR_SYSCALL) {

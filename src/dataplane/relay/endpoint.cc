@@ -21,20 +21,6 @@ void SetNonBlocking(int fd) {
   if (flags >= 0 && (flags & O_NONBLOCK) == 0) ::fcntl(fd, F_SETFL, flags | O_NONBLOCK);
 }
 
-std::string DrainOsslErrors() {
-  std::string out;
-  for (int i = 0; i < 4; ++i) {
-    unsigned long e = ERR_get_error();
-    if (e == 0) break;
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof(buf));
-    if (!out.empty()) out += "; ";
-    out += buf;
-  }
-  ERR_clear_error();
-  return out;
-}
-
 }  // namespace
 
 IoResult ErrnoIoResult(int err, const char* op) {
@@ -255,13 +241,16 @@ IoResult Endpoint::ShutdownWrite() {
   return r;
 }
 
-void Endpoint::Abort() {
-  if (!fd_.valid()) return;
+void AbortSocket(OwnedFd fd) {
+  if (!fd.valid()) return;
   linger lg{};
   lg.l_onoff = 1;
   lg.l_linger = 0;
-  ::setsockopt(fd_.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-  fd_.Reset();
+  ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+}
+
+void Endpoint::Abort() {
+  AbortSocket(std::move(fd_));
   if (records_) records_->ReleaseBuffers();
 }
 
