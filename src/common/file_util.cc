@@ -10,6 +10,8 @@
 #include <string>
 #include <type_traits>
 
+#include "common/owned_fd.h"
+
 namespace sigil {
 namespace {
 
@@ -21,25 +23,10 @@ Error ErrnoError(std::string_view what, const std::string& path, int err) {
   return Error(code, std::string(what) + " " + path + ": " + std::strerror(err));
 }
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_;
-};
-
 // Reads into `buf` (already sized to the file) or reports why not.
 template <class Buffer>
 Result<Buffer> ReadInto(const std::string& path, size_t max_bytes) {
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  OwnedFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (fd.get() < 0) return ErrnoError("open", path, errno);
   struct stat st {};
   if (::fstat(fd.get(), &st) != 0) return ErrnoError("stat", path, errno);
@@ -88,7 +75,7 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view data, mod
     return AlreadyExists(path + ": already exists (refusing to overwrite)");
   }
   std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
+  OwnedFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode));
   if (fd.get() < 0) return ErrnoError("create", tmp, errno);
   // The umask may have narrowed `mode`; secrets must not end up wider, so set it exactly.
   if (::fchmod(fd.get(), mode) != 0) {
@@ -111,7 +98,7 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view data, mod
     ::unlink(tmp.c_str());
     return ErrnoError("fsync", tmp, err);
   }
-  ::close(fd.release());
+  fd.Reset();
   int rc = overwrite == Overwrite::kRefuse ? ::link(tmp.c_str(), path.c_str())
                                            : ::rename(tmp.c_str(), path.c_str());
   int err = errno;
@@ -120,7 +107,7 @@ Result<void> WriteFileAtomic(const std::string& path, std::string_view data, mod
     if (overwrite != Overwrite::kRefuse) ::unlink(tmp.c_str());
     return ErrnoError(overwrite == Overwrite::kRefuse ? "create" : "rename", path, err);
   }
-  Fd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  OwnedFd dfd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (dfd.get() >= 0) ::fsync(dfd.get());
   return Ok();
 }

@@ -35,18 +35,6 @@ Result<std::string> ReadAll(int fd, size_t max_bytes, std::string_view display) 
 
 }  // namespace
 
-UniqueFd::~UniqueFd() {
-  if (fd_ >= 0) ::close(fd_);
-}
-
-UniqueFd& UniqueFd::operator=(UniqueFd&& other) noexcept {
-  if (this != &other) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = other.release();
-  }
-  return *this;
-}
-
 std::string ErrnoText(int err) {
   const char* desc = ::strerrordesc_np(err);
   return desc != nullptr ? desc : "errno " + std::to_string(err);

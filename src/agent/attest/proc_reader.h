@@ -10,28 +10,13 @@
 #include <string_view>
 #include <utility>
 
+#include "common/owned_fd.h"
 #include "common/result.h"
 
 namespace sigil::agent::attest {
 
-// Owns one file descriptor; closes it on destruction. Move-only.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd();
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept;
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  int release() { return std::exchange(fd_, -1); }
-
- private:
-  int fd_ = -1;
-};
+// The project's one fd owner (common/owned_fd.h), under the name this library uses.
+using UniqueFd = sigil::OwnedFd;
 
 // strerror text without the thread-safety problems of strerror().
 std::string ErrnoText(int err);
