@@ -228,7 +228,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
                     AsyncWriteAll(
                         loop, *c->client, EncodeReply(200, "OK"), options.handshake_timeout,
                         [this, &loop, c, app_fd, prefix, dst, name](Result<void> w) {
-                          if (!w.ok()) return ResetFd(std::move(*app_fd));
+                          if (!w.ok()) return AbortSocket(std::move(*app_fd));
                           counters.inbound_relayed++;
                           SwitchRecordLayer(*c->client);
                           log.Info("dataplane.inbound.accepted", {{"peer", c->remote.str()},

@@ -124,7 +124,7 @@ void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
     counters.outbound_failed++;
     log.Warn("dataplane.outbound.refused",
              With(c->Fields(), {{"step", "tls"}, {"error", ctx.error().message()}}));
-    return ResetFd(std::move(c->workload));
+    return AbortSocket(std::move(c->workload));
   }
   Destination upstream = c->dst;
   if (c->service->tls.port != 0) upstream.port = c->service->tls.port;
@@ -136,7 +136,7 @@ void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
           log.Warn(
               "dataplane.outbound.connect_failed",
               With(c->Fields(), {{"upstream", upstream.str()}, {"error", up.error().message()}}));
-          return ResetFd(std::move(c->workload));
+          return AbortSocket(std::move(c->workload));
         }
         SslPtr ssl(SSL_new(client.get()));
         const UpstreamTls& tls = c->service->tls;
@@ -158,7 +158,7 @@ void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
                 log.Warn("dataplane.outbound.handshake_failed",
                          With(c->Fields(),
                               {{"upstream", upstream.str()}, {"error", ep.error().message()}}));
-                return ResetFd(std::move(c->workload));
+                return AbortSocket(std::move(c->workload));
               }
               StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)), std::move(*ep), "",
                                 "", "simple " + c->dst.str() + " -> " + upstream.str());
@@ -176,10 +176,10 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
     // before we accepted): nothing to attribute it to, so refuse.
     counters.outbound_unattributed++;
     log.Warn("dataplane.outbound.unattributed", {{"error", origin.error().message()}});
-    return ResetFd(std::move(fd));
+    return AbortSocket(std::move(fd));
   }
   auto dst = Destination::FromSockaddr(origin->original_dst);
-  if (!dst.ok()) return ResetFd(std::move(fd));
+  if (!dst.ok()) return AbortSocket(std::move(fd));
 
   auto c = std::make_shared<Outbound>();
   c->workload = std::move(fd);
@@ -194,7 +194,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
       counters.outbound_denied++;
       const std::string reason = c->service ? "service mode deny" : "node default";
       log.Warn("dataplane.outbound.denied", With(c->Fields(), {{"reason", reason}}));
-      ResetFd(std::move(c->workload));
+      AbortSocket(std::move(c->workload));
       workers->Submit([this, c, reason] {
         auto process = host.Attest(c->origin.tgid);  // for the exe; the process may be gone
         host.Audit("dataplane.denied", "", c->origin.tgid, process.ok() ? process->exe_path : "",
@@ -214,7 +214,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                        counters.outbound_failed++;
                        log.Info("dataplane.outbound.connect_failed",
                                 With(c->Fields(), {{"error", up.error().message()}}));
-                       return ResetFd(std::move(c->workload));
+                       return AbortSocket(std::move(c->workload));
                      }
                      StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)),
                                        Endpoint::Plain(std::move(*up)), "", "",
@@ -235,7 +235,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                     {{"mode", ServiceModeName(mode)},
                      {"reason", "this agent does not originate " +
                                     std::string(ServiceModeName(mode)) + " connections yet"}}));
-      return ResetFd(std::move(c->workload));
+      return AbortSocket(std::move(c->workload));
   }
 
   // mutual: attest and fetch the process's SVID off the loop.
@@ -245,7 +245,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
       counters.outbound_failed++;
       log.Warn("dataplane.outbound.refused",
                With(c->Fields(), {{"step", step}, {"error", e.message()}}));
-      loop.Post([c] { ResetFd(std::move(c->workload)); });
+      loop.Post([c] { AbortSocket(std::move(c->workload)); });
     };
     auto process = host.Attest(c->origin.tgid);
     if (!process.ok()) return fail("attest", process.error());
@@ -284,7 +284,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
               counters.outbound_failed++;
               log.Warn("dataplane.outbound.peer_unreachable",
                        With(c->Fields(), {{"error", up.error().message()}}));
-              return ResetFd(std::move(c->workload));
+              return AbortSocket(std::move(c->workload));
             }
             SslPtr ssl(SSL_new(client.get()));
             const std::string sni = SniForPort(c->dst.port);
@@ -304,7 +304,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                     log.Warn("dataplane.outbound.handshake_failed",
                              With(c->Fields(), {{"error", verified.error().message()},
                                                 {"peer_check", check->failure}}));
-                    return ResetFd(std::move(c->workload));
+                    return AbortSocket(std::move(c->workload));
                   }
                   if (SSL_session_reused((*ep)->ssl()) == 1) counters.outbound_resumed++;
                   c->upstream = std::move(*ep);
@@ -313,7 +313,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                       [this, &loop, c](Result<void> w) {
                         if (!w.ok()) {
                           counters.outbound_failed++;
-                          return ResetFd(std::move(c->workload));
+                          return AbortSocket(std::move(c->workload));
                         }
                         AsyncReadMessage(
                             loop, *c->upstream, kMaxLineBytes, options.handshake_timeout,
@@ -331,7 +331,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                                     With(c->Fields(), {{"step", "reply"},
                                                        {"error", m.ok() ? "malformed reply"
                                                                         : m.error().message()}}));
-                                return ResetFd(std::move(c->workload));
+                                return AbortSocket(std::move(c->workload));
                               }
                               if (reply.code != 200) {
                                 counters.outbound_denied++;
@@ -346,7 +346,7 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
                                 log.Warn("dataplane.outbound.refused_by_peer",
                                          With(c->Fields(),
                                               {{"code", reply.code}, {"reason", reply.reason}}));
-                                return ResetFd(std::move(c->workload));
+                                return AbortSocket(std::move(c->workload));
                               }
                               SwitchRecordLayer(*c->upstream);
                               StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)),

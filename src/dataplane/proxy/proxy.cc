@@ -20,19 +20,15 @@ Result<OwnedFd> Listen(const std::string& what, const std::string& host_port,
                        sockaddr_storage* bound) {
   SIGIL_ASSIGN_OR_RETURN(auto hp, SplitHostPort(what, host_port));
   const auto& [host, port] = hp;
-  const std::string text = host.find(':') != std::string::npos
-                               ? "[" + host + "]:" + std::to_string(port)
-                               : host + ":" + std::to_string(port);
-  std::string parse_text = text;
-  bool any_port = false;
-  if (port == 0) {  // Destination::Parse wants 1-65535; bind to 0 below
-    parse_text = text.substr(0, text.rfind(':')) + ":1";
-    any_port = true;
+  // A numeric address (port 0: any free port); SplitHostPort already removed IPv6 brackets.
+  Destination at;
+  at.family = host.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+  if (::inet_pton(at.family, host.c_str(), at.ip.data()) != 1) {
+    return InvalidArgument(what + ": \"" + host + "\" is not a numeric IPv4 or IPv6 address");
   }
-  auto dst = Destination::Parse(parse_text);
-  if (!dst.ok()) return dst.error().WithContext(what);
-  if (any_port) dst->port = 0;
-  sockaddr_storage addr = dst->ToSockaddr();
+  at.port = static_cast<uint16_t>(port);
+  const std::string text = at.str();
+  sockaddr_storage addr = at.ToSockaddr();
   OwnedFd fd(::socket(addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd.valid()) return Internal(what + ": socket: " + std::strerror(errno));
   int yes = 1;
@@ -95,13 +91,6 @@ void WorkerPool::Stop() {
     if (t.joinable()) t.join();
   }
   threads_.clear();
-}
-
-void ResetFd(OwnedFd fd) {
-  if (!fd.valid()) return;
-  linger l{1, 0};
-  ::setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &l, sizeof l);
-  fd.Reset();
 }
 
 std::string SvidKey(const agent::workloadapi::X509SvidGrant& grant) {

@@ -40,9 +40,6 @@ class WorkerPool {
   std::vector<std::thread> threads_;
 };
 
-// Closes `fd` with an RST so the workload sees the refusal at once.
-void ResetFd(OwnedFd fd);
-
 struct Proxy::Impl {
   ProxyOptions options;
   ProxyHost& host;

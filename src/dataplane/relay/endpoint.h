@@ -96,4 +96,8 @@ class Endpoint {
 // Classifies an errno from a socket call: ECONNRESET/EPIPE/ENOTCONN/ECONNABORTED are resets.
 IoResult ErrnoIoResult(int err, const char* op);
 
+// Closes `fd` with an RST (SO_LINGER {1, 0}) so the peer sees the refusal at once; what
+// Endpoint::Abort does, for sockets that never became an Endpoint.
+void AbortSocket(OwnedFd fd);
+
 }  // namespace sigil::dataplane
