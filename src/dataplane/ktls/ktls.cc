@@ -31,6 +31,28 @@
 
 namespace sigil::dataplane::ktls {
 
+Result<std::pair<OwnedFd, OwnedFd>> ConnectedLoopbackPair() {
+  OwnedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!listener.valid()) return Internal(std::string("socket: ") + std::strerror(errno));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(addr);
+  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
+      ::listen(listener.get(), 1) != 0 ||
+      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
+    return Internal(std::string("loopback listen: ") + std::strerror(errno));
+  }
+  OwnedFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!client.valid() ||
+      ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return Internal(std::string("loopback connect: ") + std::strerror(errno));
+  }
+  OwnedFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
+  if (!server.valid()) return Internal(std::string("loopback accept: ") + std::strerror(errno));
+  return std::pair<OwnedFd, OwnedFd>(std::move(client), std::move(server));
+}
+
 namespace {
 
 constexpr uint8_t kContentAlert = 21;
@@ -188,28 +210,25 @@ Result<void> InstallInfo(int fd, int optname, Info& info) {
   return Ok();
 }
 
+// AES-GCM (128 or 256): the kernel takes the IV as a 4-byte salt and an 8-byte explicit part.
+template <typename Info>
+Result<void> InstallGcm(int fd, int optname, uint16_t cipher_type, const DirectionKeys& k) {
+  Info info{};
+  info.info.version = TLS_1_3_VERSION;
+  info.info.cipher_type = cipher_type;
+  std::memcpy(info.key, k.key.data(), sizeof(info.key));
+  std::memcpy(info.salt, k.iv.data(), sizeof(info.salt));
+  std::memcpy(info.iv, k.iv.data() + sizeof(info.salt), sizeof(info.iv));
+  PutSeq(k.seq, info.rec_seq);
+  return InstallInfo(fd, optname, info);
+}
+
 Result<void> InstallDirection(int fd, int optname, KtlsCipher cipher, const DirectionKeys& k) {
   switch (cipher) {
-    case KtlsCipher::kAes128Gcm: {
-      tls12_crypto_info_aes_gcm_128 info{};
-      info.info.version = TLS_1_3_VERSION;
-      info.info.cipher_type = TLS_CIPHER_AES_GCM_128;
-      std::memcpy(info.key, k.key.data(), sizeof(info.key));
-      std::memcpy(info.salt, k.iv.data(), sizeof(info.salt));
-      std::memcpy(info.iv, k.iv.data() + sizeof(info.salt), sizeof(info.iv));
-      PutSeq(k.seq, info.rec_seq);
-      return InstallInfo(fd, optname, info);
-    }
-    case KtlsCipher::kAes256Gcm: {
-      tls12_crypto_info_aes_gcm_256 info{};
-      info.info.version = TLS_1_3_VERSION;
-      info.info.cipher_type = TLS_CIPHER_AES_GCM_256;
-      std::memcpy(info.key, k.key.data(), sizeof(info.key));
-      std::memcpy(info.salt, k.iv.data(), sizeof(info.salt));
-      std::memcpy(info.iv, k.iv.data() + sizeof(info.salt), sizeof(info.iv));
-      PutSeq(k.seq, info.rec_seq);
-      return InstallInfo(fd, optname, info);
-    }
+    case KtlsCipher::kAes128Gcm:
+      return InstallGcm<tls12_crypto_info_aes_gcm_128>(fd, optname, TLS_CIPHER_AES_GCM_128, k);
+    case KtlsCipher::kAes256Gcm:
+      return InstallGcm<tls12_crypto_info_aes_gcm_256>(fd, optname, TLS_CIPHER_AES_GCM_256, k);
     case KtlsCipher::kChacha20Poly1305: {
       tls12_crypto_info_chacha20_poly1305 info{};
       info.info.version = TLS_1_3_VERSION;
@@ -224,25 +243,10 @@ Result<void> InstallDirection(int fd, int optname, KtlsCipher cipher, const Dire
 }
 
 bool ProbeUlp() {
-  OwnedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener.valid()) return false;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(listener.get(), 1) != 0 ||
-      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return false;
-  }
-  OwnedFd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!client.valid() ||
-      ::connect(client.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return false;
-  }
-  OwnedFd server(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!server.valid()) return false;
-  return ::setsockopt(client.get(), SOL_TCP, TCP_ULP, "tls", std::strlen("tls")) == 0;
+  auto pair = ConnectedLoopbackPair();
+  if (!pair.ok()) return false;
+  // The ULP can only be set on an established socket.
+  return ::setsockopt(pair->first.get(), SOL_TCP, TCP_ULP, "tls", std::strlen("tls")) == 0;
 }
 
 // recvmsg with room for the TLS_GET_RECORD_TYPE control message; returns bytes and type.

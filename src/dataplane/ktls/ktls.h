@@ -49,7 +49,9 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 
+#include "common/owned_fd.h"
 #include "common/result.h"
 #include "common/secret_bytes.h"
 
@@ -115,6 +117,10 @@ Result<void> KtlsSendCloseNotify(int fd);
 
 // True if setsockopt(TCP_ULP, "tls") succeeds on a connected loopback TCP pair. Probed once.
 bool KernelTlsSupported();
+
+// A connected pair of blocking TCP sockets on 127.0.0.1: {client, server}. For the probe
+// above and for tests that need a real TCP connection.
+Result<std::pair<OwnedFd, OwnedFd>> ConnectedLoopbackPair();
 
 // The counters of /proc/net/tls_stat (TlsCurrTxSw, TlsTxSw, TlsCurrRxSw, TlsRxSw, ...).
 // Unavailable if the file does not exist (tls module not loaded).

@@ -91,24 +91,9 @@ Result<TlsPair> MakeTlsPair(const PairOptions& options) {
   SIGIL_ASSIGN_OR_RETURN(pair.server_ctx, MakeContext(true, id, options));
   SIGIL_ASSIGN_OR_RETURN(pair.client_ctx, MakeContext(false, id, options));
 
-  OwnedFd listener(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!listener.valid()) return Errno("test: socket");
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof(addr);
-  if (::bind(listener.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(listener.get(), 1) != 0 ||
-      ::getsockname(listener.get(), reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-    return Errno("test: listen");
-  }
-  pair.client.fd.Reset(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!pair.client.fd.valid() ||
-      ::connect(pair.client.fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return Errno("test: connect");
-  }
-  pair.server.fd.Reset(::accept4(listener.get(), nullptr, nullptr, SOCK_CLOEXEC));
-  if (!pair.server.fd.valid()) return Errno("test: accept");
+  SIGIL_ASSIGN_OR_RETURN(auto sockets, ConnectedLoopbackPair());
+  pair.client.fd = std::move(sockets.first);
+  pair.server.fd = std::move(sockets.second);
   SIGIL_TRY(SetTimeouts(pair.client.fd.get(), options.io_timeout_sec));
   SIGIL_TRY(SetTimeouts(pair.server.fd.get(), options.io_timeout_sec));
 
