@@ -18,6 +18,7 @@ PACKAGES=(
   # real peers used by the integration tests
   curl python3 python3-cryptography python3-jwt python3-grpcio python3-grpc-tools python3-botocore
   iproute2 nftables procps
+  postgresql-15  # server binaries for the store tests' throwaway cluster (initdb, pg_ctl)
   # kTLS proof in a QEMU guest (tests/vm): Debian's own kernel, software emulation
   qemu-system-x86 busybox-static linux-image-amd64 cpio
   # data plane benchmark baselines (bench/dataplane)

@@ -33,6 +33,8 @@ constexpr TopCommand kCommands[] = {
     {"token", "join tokens: token create --node NAME [--ttl 1h]", sigil::cli::RunToken},
     {"node", "nodes: node list", sigil::cli::RunNode},
     {"audit", "audit records; audit verify checks the hash chain", sigil::cli::RunAudit},
+    {"credential", "credential sources: credential rotate SOURCE --from-file F|--from-stdin",
+     sigil::cli::RunCredential},
     {"agent", "run the node agent (SPIFFE Workload API on a Unix socket)", sigil::cli::RunAgent},
     {"whoami", "ask the local agent which identities this process gets, and why",
      sigil::cli::RunWhoami},

@@ -402,7 +402,8 @@ class Bench:
                 self.tmp / f"agent-{host}.sock", "--node-name", f"bench-{host}",
                 "--health-listen", "127.0.0.1:0", "--ready-file", ready, "--dataplane",
                 "--dataplane-loops", str(self.args.agent_loops),
-                "--cgroup-root", self.tmp / "cgroup2", "--managed-cgroup", self.managed[host]),
+                "--cgroup-root", self.tmp / "cgroup2", "--managed-cgroup", self.managed[host],
+                *self.args.agent_arg),
                 f"agent-{host}")
             self.wait_file(ready, p, f"agent {host}")
             p.wait_for(r"dataplane\.intercept", timeout=15)
@@ -982,6 +983,9 @@ def main() -> int:
     ap.add_argument("--keep-tmp", action="store_true", help="keep the temp dir (logs) at exit")
     ap.add_argument("--agent-loops", type=int, default=0,
                     help="event loops per agent (--dataplane-loops; 0 = one per core)")
+    ap.add_argument("--agent-arg", action="append", default=[],
+                    help="extra argument for both agents, repeatable (e.g. --agent-arg=--no-pool "
+                         "for one sigil/1 handshake per connection instead of pooled sigil/2)")
     ap.add_argument("--hold", type=int, default=0,
                     help="debugging: keep everything running this many seconds (max 3600) "
                          "after the report, for perf/ss/curl by hand")

@@ -81,22 +81,57 @@ int AuditVerify(std::span<const std::string> args) {
   return kExitFailure;
 }
 
+// Where a credential was used, from an injection record's details: "METHOD host/path".
+std::string Endpoint(const nlohmann::json& details) {
+  std::string host = Str(details, "host");
+  if (host.empty()) return "";
+  std::string method = Str(details, "method");
+  return (method.empty() ? "" : method + " ") + host + Str(details, "path");
+}
+
+// `sigil audit --binding NAME`: who used the binding's credential, when, against what.
+void PrintBindingRecords(const nlohmann::json& records) {
+  auto cell = [](std::string v) { return v.empty() ? std::string("-") : v; };
+  std::cout << "TIME\tTYPE\tNODE\tPID\tEXE\tIDENTITY\tENDPOINT\tDETAIL\n";
+  for (const auto& r : records) {
+    nlohmann::json details = r.value("details", nlohmann::json::object());
+    if (!details.is_object()) details = nlohmann::json::object();
+    std::string detail = Str(details, "reason");
+    if (detail.empty() && !Str(details, "source").empty()) {
+      detail = "source=" + Str(details, "source");
+      if (details.contains("token_cached"))
+        detail += " token_cached=" + Str(details, "token_cached");
+    }
+    if (!Str(details, "status").empty()) {
+      detail += (detail.empty() ? "" : " ") + std::string("status=") + Str(details, "status");
+    }
+    std::cout << Str(r, "time") << "\t" << Str(r, "type") << "\t" << cell(Str(r, "node")) << "\t"
+              << cell(Str(r, "pid")) << "\t" << cell(Str(r, "exe")) << "\t"
+              << cell(Str(r, "identity")) << "\t" << cell(Endpoint(details)) << "\t" << cell(detail)
+              << "\n";
+  }
+}
+
 int Audit(std::span<const std::string> args) {
   if (!args.empty() && args[0] == "verify") return AuditVerify(args.subspan(1));
   AdminEndpoint ep;
-  std::string since, identity, node, pid, type, limit;
+  std::string since, identity, node, pid, type, binding, limit;
   bool json = false;
   FlagSet flags(
       "audit [verify] [--since RFC3339|DURATION] [--identity ID] [--node NAME] "
-      "[--pid PID] [--type TYPE] [--limit N] [--json] [--server URL] "
+      "[--pid PID] [--type TYPE] [--binding NAME] [--limit N] [--json] [--server URL] "
       "[--credentials DIR]",
       "Show audit records (the newest --limit, oldest first). `sigil audit verify` "
-      "checks the hash chain.");
+      "checks the hash chain. With --binding, the records of one CredentialBinding (grants, "
+      "denials, injections) as a table: time, type, node, pid, exe, identity, endpoint.");
   flags.String("since", &since, "RFC 3339 time, or a duration back from now (e.g. 1h)");
   flags.String("identity", &identity, "SPIFFE ID");
   flags.String("node", &node, "node name");
   flags.String("pid", &pid, "process id");
   flags.String("type", &type, "record type, e.g. token.create");
+  flags.String("binding", &binding,
+               "CredentialBinding name: records whose details name it (credential.grant, "
+               "credential.denied, dataplane.inject)");
   flags.String("limit", &limit, "at most this many records (default 1000)");
   flags.Bool("json", &json, "print JSON");
   ep.AddFlags(flags);
@@ -105,9 +140,9 @@ int Audit(std::span<const std::string> args) {
     if (auto d = ParseDuration(since); d.ok()) since = FormatRfc3339(Clock::System().Now() - *d);
   }
   httplib::Params params;
-  for (auto [k, v] :
-       {std::pair{"since", &since}, std::pair{"identity", &identity}, std::pair{"node", &node},
-        std::pair{"pid", &pid}, std::pair{"type", &type}, std::pair{"limit", &limit}}) {
+  for (auto [k, v] : {std::pair{"since", &since}, std::pair{"identity", &identity},
+                      std::pair{"node", &node}, std::pair{"pid", &pid}, std::pair{"type", &type},
+                      std::pair{"binding", &binding}, std::pair{"limit", &limit}}) {
     if (!v->empty()) params.emplace(k, *v);
   }
   std::string path = "/api/v1/audit";
@@ -116,6 +151,10 @@ int Audit(std::span<const std::string> args) {
   if (!j) return kExitFailure;
   if (json) {
     std::cout << (*j)["records"].dump(2) << "\n";
+    return kExitOk;
+  }
+  if (!binding.empty()) {
+    PrintBindingRecords((*j)["records"]);
     return kExitOk;
   }
   for (const auto& r : (*j)["records"]) {

@@ -9,6 +9,7 @@
 #include "agent/attest/attest.h"
 #include "agent/core/agent.h"
 #include "agent/core/health_http.h"
+#include "agent/creds/creds_fs.h"
 #include "agent/custody/harden.h"
 #include "agent/workloadapi/workload_api_server.h"
 #include "cli/agent_dataplane.h"
@@ -30,6 +31,8 @@ struct AgentFlags {
   std::string socket = "/run/sigil/agent.sock";
   std::string health_listen = "127.0.0.1:8082";
   std::string log_format = "text";
+  std::string creds_mount{agent::creds::kDefaultCredsMount};
+  bool creds_mount_given = false;  // explicit --creds-mount: a mount failure is fatal
   bool dataplane = false;
   DataplaneFlags dp;
 };
@@ -71,6 +74,21 @@ int ServeAgent(AgentFlags f, Logger& log) {
            {{"socket", f.socket}, {"SPIFFE_ENDPOINT_SOCKET", "unix://" + f.socket}});
   std::string ready = "socket=" + f.socket + "\n";
 
+  // Credential files (docs/agent.md). At the default path a failure only disables them (a host
+  // without /dev/fuse, another agent already serving the path); an explicit path must mount.
+  std::unique_ptr<agent::creds::CredsFs> creds;
+  if (!f.creds_mount.empty()) {
+    auto c = agent::creds::CredsFs::Start({.mount_dir = f.creds_mount}, core, attestor, log);
+    if (c.ok()) {
+      creds = std::move(c).value();
+      ready += "creds_mount=" + creds->mount_dir() + "\n";
+    } else if (f.creds_mount_given) {
+      return fail("creds-mount", c.error());
+    } else {
+      log.Warn("creds.disabled", {{"dir", f.creds_mount}, {"error", c.error().message()}});
+    }
+  }
+
   std::unique_ptr<Dataplane> dataplane;
   if (f.dataplane) {
     auto dp = StartDataplane(f.dp, core, attestor, log);
@@ -99,6 +117,8 @@ int ServeAgent(AgentFlags f, Logger& log) {
   const std::string_view sig = WaitForTermination();
   log.Info("agent.shutdown", {{"signal", sig}});
   if (dataplane) dataplane->Stop();
+  // Before the core: open requests may still ask the server.
+  if (creds) creds->Stop();
   core.Stop();  // ends streams: the source reports ShuttingDown()
   (*api)->Stop();
   if (health) health->Stop();
@@ -114,10 +134,13 @@ int RunAgent(std::span<const std::string> args) {
   FlagSet flags(
       "agent --server HOST:PORT [--join-token TOKEN | --join-token-file FILE] [--data-dir DIR] "
       "[--socket PATH] [--node-name NAME] [--health-listen HOST:PORT] [--log-format text|json] "
-      "[--ready-file PATH]",
+      "[--ready-file PATH] [--creds-mount DIR] [--config FILE]",
       "Run the node agent: join the server once (join token), then restart from the stored node "
       "identity; serve the SPIFFE Workload API on a Unix socket (SPIFFE_ENDPOINT_SOCKET="
       "unix:///run/sigil/agent.sock).");
+  flags.ConfigFile(
+      "YAML file of flag values, e.g. `manage-cgroup: [/sys/fs/cgroup/system.slice/x.service]` "
+      "(keys are the flag names without --; command-line flags win)");
   flags.String("server", &f.server, "agent API address of the server (required on first start)");
   flags.String("join-token", &f.join_token, "join token (first start; see `sigil token create`)");
   flags.String("join-token-file", &f.join_token_file,
@@ -130,9 +153,12 @@ int RunAgent(std::span<const std::string> args) {
   flags.String("log-format", &f.log_format, "text or json (default text)");
   flags.String("ready-file", &f.ready_file,
                "write \"socket=PATH\" and \"health=HOST:PORT\" here once serving");
-  flags.Bool(
-      "dataplane", &f.dataplane,
-      "intercept TCP from managed cgroups (eBPF) and upgrade it to mTLS (docs/dataplane.md)");
+  flags.String("creds-mount", &f.creds_mount,
+               "read-only FUSE mount of `delivery: file` credentials, per calling process "
+               "(\"\" disables; at the default path a mount failure only disables it)");
+  flags.Bool("dataplane", &f.dataplane,
+             "intercept TCP from managed cgroups (eBPF, or nftables where BPF is unavailable) and "
+             "upgrade it to mTLS (docs/dataplane.md)");
   flags.String("cgroup-root", &f.dp.cgroup_root,
                "cgroup2 mount to use, mounted here if none is (default /run/sigil/cgroup2); "
                "managed cgroups live under <mount>/sigil");
@@ -155,9 +181,21 @@ int RunAgent(std::span<const std::string> args) {
   flags.Bool("no-enforce", &f.dp.no_enforce,
              "do not install the nftables rule that drops plaintext from other hosts to the "
              "ports of mutual Services this node serves");
+  flags.String("intercept", &f.dp.intercept,
+               "interception method: auto (eBPF if the programs load and attach, else the "
+               "nftables fallback), bpf or nftables (default auto)");
+  flags.Bool("no-pool", &f.dp.no_pool,
+             "give every workload connection its own sigil/1 mTLS connection instead of a "
+             "stream on a pooled sigil/2 connection per (identity, peer agent, port)");
+  flags.String("pool-idle", &f.dp.pool_idle,
+               "seconds a pooled connection with no stream stays open (default 60)");
   flags.Bool("intercept-loopback", &f.dp.intercept_loopback,
              "also intercept connections to 127.0.0.0/8 and ::1 (default off)");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
+  for (const auto& a : args) {
+    if (a == "--") break;
+    if (a == "--creds-mount" || a.starts_with("--creds-mount=")) f.creds_mount_given = true;
+  }
   std::optional<LogFormat> format = PrepareDaemon(f.log_format, flags);
   if (!format) return kExitUsage;
   Logger log(std::cerr, *format);

@@ -1,14 +1,21 @@
 #include "cli/agent_dataplane.h"
 
-#include <arpa/inet.h>
+#include "cli/agent_inject.h"
 
+#include <arpa/inet.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
 
+#include "dataplane/intercept/bpf_interceptor.h"
 #include "dataplane/intercept/cgroup2.h"
 #include "dataplane/intercept/interceptor.h"
+#include "dataplane/intercept/nft_interceptor.h"
 #include "dataplane/policy/node_policy.h"
 #include "dataplane/proxy/proxy.h"
 
@@ -46,6 +53,15 @@ class AgentProxyHost final : public dataplane::ProxyHost {
     e.set_exe(exe);
     e.set_details_json(details.dump());
     agent_.ReportEvent(std::move(e));
+  }
+
+  std::vector<dataplane::InjectBinding> InjectBindings(
+      const agent::attest::AttestedProcess& process, const std::string& service) override {
+    return InjectBindingsFor(agent_, process, service);
+  }
+  Result<std::shared_ptr<const dataplane::InjectCredential>> FetchInjectCredential(
+      const std::string& binding, const agent::attest::AttestedProcess& process) override {
+    return FetchInjectCredentialFor(agent_, binding, process);
   }
 
   std::shared_ptr<const NodePolicy> Policy() override {
@@ -121,8 +137,40 @@ class Running final : public Dataplane {
     counter("sigil_dataplane_records_kept_openssl_total",
             "sigil/1 connections left on OpenSSL's record layer (records were pending).",
             p.records_kept_openssl);
-    counter("sigil_dataplane_intercept_redirected_total", "connect() calls redirected (BPF).",
+    counter("sigil_dataplane_records_ktls_total",
+            "sigil/1 connections whose TLS records are handled by the kernel (kTLS) after the "
+            "handshake, relayed with splice().",
+            p.records_ktls);
+    counter("sigil_dataplane_outbound_inject_total",
+            "Connections to inject Services (credentials added on the wire).", p.outbound_inject);
+    counter("sigil_dataplane_inject_requests_total", "Requests forwarded with a credential added.",
+            p.inject_requests);
+    counter("sigil_dataplane_inject_refused_total",
+            "Requests to inject Services answered by the agent with an HTTP error.",
+            p.inject_refused);
+    counter("sigil_dataplane_pool_connections_total",
+            "Pooled sigil/2 connections this agent opened to peer agents.", p.pool_connections);
+    counter("sigil_dataplane_pool_streams_total",
+            "Workload connections carried as streams of pooled sigil/2 connections.",
+            p.pool_streams);
+    counter("sigil_dataplane_inbound_pooled_total",
+            "Pooled sigil/2 connections accepted from peer agents.", p.inbound_pooled);
+    counter("sigil_dataplane_inbound_streams_total",
+            "Streams of pooled connections relayed to local applications.", p.inbound_streams);
+    counter("sigil_dataplane_intercept_redirected_total",
+            "TCP connects redirected to the outbound listener (BPF program or nftables rule).",
             i.redirected);
+    if (std::string_view(interceptor->method()) == "nftables") {
+      counter("sigil_dataplane_intercept_lookups_total",
+              "Accepted connections attributed in user space (nftables fallback).", i.lookups);
+      counter("sigil_dataplane_intercept_lookup_failures_total",
+              "Attributions that failed (the connection was refused).", i.lookup_failures);
+      counter("sigil_dataplane_intercept_lookup_microseconds_total",
+              "Time spent attributing connections (sock_diag + /proc scan).", i.lookup_micros);
+    }
+    out += std::string("# HELP sigil_dataplane_intercept_info Interception method in use.\n") +
+           "# TYPE sigil_dataplane_intercept_info gauge\nsigil_dataplane_intercept_info{method=\"" +
+           interceptor->method() + "\"} 1\n";
     out +=
         "# HELP sigil_dataplane_active_relays Connections being relayed.\n"
         "# TYPE sigil_dataplane_active_relays gauge\nsigil_dataplane_active_relays " +
@@ -145,6 +193,47 @@ Result<sockaddr_in> ParseV4(const std::string& what, const std::string& text) {
   sockaddr_in out{};
   std::memcpy(&out, &ss, sizeof out);
   return out;
+}
+
+// BPF works if the programs load and can be attached to a cgroup: tried on an empty cgroup
+// of our own, so no workload is affected while we find out.
+Result<std::unique_ptr<dataplane::Interceptor>> LoadBpf(const dataplane::InterceptConfig& config,
+                                                        const std::string& root) {
+  SIGIL_ASSIGN_OR_RETURN(std::unique_ptr<dataplane::BpfInterceptor> bpf,
+                         dataplane::BpfInterceptor::Load(config));
+  const std::string probe = root + "/.intercept-probe-" + std::to_string(::getpid());
+  if (::mkdir(probe.c_str(), 0755) != 0 && errno != EEXIST) {
+    return Unavailable("mkdir " + probe + ": " + std::strerror(errno));
+  }
+  Result<void> attached = bpf->Attach(probe);
+  if (attached.ok()) attached = bpf->Detach(probe);
+  (void)dataplane::RemoveCgroup(probe);
+  if (!attached.ok()) return attached.error();
+  return std::unique_ptr<dataplane::Interceptor>(std::move(bpf));
+}
+
+// --intercept: bpf, nftables, or auto (BPF, else nftables). `bpf_error` gets why BPF was not
+// used when auto fell back.
+Result<std::unique_ptr<dataplane::Interceptor>> LoadInterceptor(
+    const std::string& method, const dataplane::InterceptConfig& config, const std::string& root,
+    std::string& bpf_error) {
+  if (method == "bpf") return LoadBpf(config, root);
+  if (method == "nftables") {
+    SIGIL_ASSIGN_OR_RETURN(auto nft, dataplane::NftInterceptor::Load(config));
+    return std::unique_ptr<dataplane::Interceptor>(std::move(nft));
+  }
+  if (method != "auto") {
+    return InvalidArgument("--intercept: must be auto, bpf or nftables, not \"" + method + "\"");
+  }
+  auto bpf = LoadBpf(config, root);
+  if (bpf.ok()) return bpf;
+  bpf_error = bpf.error().message();
+  auto nft = dataplane::NftInterceptor::Load(config);
+  if (!nft.ok()) {
+    return nft.error().WithContext("BPF interception unavailable (" + bpf_error +
+                                   ") and the nftables fallback failed too");
+  }
+  return std::unique_ptr<dataplane::Interceptor>(std::move(*nft));
 }
 
 }  // namespace
@@ -190,7 +279,13 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
   if (!inbound.ok()) return inbound.error().WithContext("--inbound-listen");
   config.inbound_port = inbound->port;
   config.skip_loopback = !flags.intercept_loopback;
-  SIGIL_ASSIGN_OR_RETURN(running->interceptor, dataplane::Interceptor::Load(config));
+  std::string bpf_error;
+  SIGIL_ASSIGN_OR_RETURN(running->interceptor,
+                         LoadInterceptor(flags.intercept, config, running->root, bpf_error));
+  if (!bpf_error.empty()) {
+    log.Warn("dataplane.intercept.fallback",
+             {{"method", running->interceptor->method()}, {"bpf_error", bpf_error}});
+  }
 
   running->host = std::make_unique<AgentProxyHost>(agent, attestor, *mode, log);
   dataplane::ProxyOptions options;
@@ -198,6 +293,7 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
   options.outbound_v6 = flags.outbound_v6;
   options.inbound = flags.inbound;
   options.enforce = !flags.no_enforce;
+  options.pool = !flags.no_pool;
   {
     size_t loops = 0;
     const auto [end, ec] =
@@ -206,6 +302,16 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
       return InvalidArgument("--dataplane-loops: \"" + flags.loops + "\" is not 0-256");
     }
     options.loops = loops;
+  }
+  {
+    double seconds = 0;
+    const auto [end, ec] = std::from_chars(
+        flags.pool_idle.data(), flags.pool_idle.data() + flags.pool_idle.size(), seconds);
+    if (ec != std::errc() || end != flags.pool_idle.data() + flags.pool_idle.size() ||
+        !(seconds >= 0.1 && seconds <= 86400)) {
+      return InvalidArgument("--pool-idle: \"" + flags.pool_idle + "\" is not 0.1-86400 seconds");
+    }
+    options.pool_idle = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   }
   SIGIL_ASSIGN_OR_RETURN(
       running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
@@ -218,11 +324,13 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
       return r.error().WithContext("--manage-cgroup " + dir);
     }
   }
-  log.Info("dataplane.intercept", {{"method", "ebpf"},
-                                   {"managed_cgroups", running->root},
-                                   {"extra_cgroups", flags.extra_cgroups},
-                                   {"default_mode", flags.default_mode},
-                                   {"intercept_loopback", flags.intercept_loopback}});
+  nlohmann::json fields = {{"method", running->interceptor->method()},
+                           {"managed_cgroups", running->root},
+                           {"extra_cgroups", flags.extra_cgroups},
+                           {"default_mode", flags.default_mode},
+                           {"intercept_loopback", flags.intercept_loopback}};
+  if (!bpf_error.empty()) fields["bpf_error"] = bpf_error;
+  log.Info("dataplane.intercept", fields);
   return std::unique_ptr<Dataplane>(std::move(running));
 }
 

@@ -1,5 +1,6 @@
-// The agent's data plane wiring: mounts/finds cgroup2, loads the interception programs onto
-// the managed tree (<cgroup2>/sigil), starts the proxy with the agent as its ProxyHost.
+// The agent's data plane wiring: mounts/finds cgroup2, loads the interception (eBPF programs,
+// or the nftables fallback) onto the managed tree (<cgroup2>/sigil), starts the proxy with
+// the agent as its ProxyHost.
 #pragma once
 
 #include <memory>
@@ -21,8 +22,11 @@ struct DataplaneFlags {
   std::string inbound = "0.0.0.0:15008";
   std::string default_mode = "passthrough";  // for destinations no Service covers
   bool intercept_loopback = false;
+  std::string intercept = "auto";  // auto (BPF, else nftables), bpf, nftables
   bool no_enforce = false;
-  std::string loops = "0";                 // event loops; 0: one per core
+  bool no_pool = false;          // one sigil/1 handshake per connection instead of pooled sigil/2
+  std::string pool_idle = "60";  // seconds an unused pooled connection stays open
+  std::string loops = "0";       // event loops; 0: one per core
   std::vector<std::string> extra_cgroups;  // existing cgroup2 directories to manage too
 };
 

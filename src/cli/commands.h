@@ -23,6 +23,8 @@ int RunDelete(std::span<const std::string> args);
 int RunToken(std::span<const std::string> args);
 int RunNode(std::span<const std::string> args);
 int RunAudit(std::span<const std::string> args);
+// `sigil credential rotate` (credential_command.cc).
+int RunCredential(std::span<const std::string> args);
 // `sigil agent` (agent_command.cc) and `sigil whoami` (whoami_command.cc).
 int RunAgent(std::span<const std::string> args);
 int RunWhoami(std::span<const std::string> args);

@@ -6,6 +6,9 @@
 
 #include "cli/commands.h"
 #include "common/duration.h"
+#include "common/file_util.h"
+
+#include <yaml-cpp/yaml.h>
 
 namespace sigil::cli {
 
@@ -61,6 +64,67 @@ void FlagSet::Duration(std::string name, Seconds* out, std::string help) {
     return Ok();
   };
   flags_.push_back(std::move(f));
+}
+
+void FlagSet::ConfigFile(std::string help) {
+  has_config_ = true;
+  String("config", &config_path_, std::move(help));
+}
+
+Result<void> FlagSet::ApplyConfig(const std::string& path) {
+  SIGIL_ASSIGN_OR_RETURN(std::string text, ReadFile(path, size_t{1} << 20));
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return InvalidArgument("--config " + path + ": not YAML: " + e.what());
+  }
+  if (root.IsNull()) return Ok();
+  if (!root.IsMap()) return InvalidArgument("--config " + path + ": must be a mapping");
+  for (const auto& kv : root) {
+    std::string key;
+    try {
+      key = kv.first.as<std::string>();
+    } catch (const YAML::Exception&) {
+      return InvalidArgument("--config " + path + ": keys must be strings");
+    }
+    const std::string where = "--config " + path + ": " + key;
+    Flag* f = key == "config" ? nullptr : Find(key);
+    if (f == nullptr) {
+      return InvalidArgument("--config " + path + ": unknown key \"" + key +
+                             "\" (keys are the flag names without --)");
+    }
+    if (f->seen) continue;  // the command line wins
+    f->seen = true;
+    const YAML::Node& v = kv.second;
+    if (f->placeholder.empty()) {  // boolean
+      bool on = false;
+      try {
+        on = v.as<bool>();
+      } catch (const YAML::Exception&) {
+        return InvalidArgument(where + ": must be true or false");
+      }
+      if (on) SIGIL_TRY(f->set(""));
+      continue;
+    }
+    std::vector<std::string> values;
+    if (v.IsSequence()) {
+      if (!f->repeatable) return InvalidArgument(where + ": takes one value, not a list");
+      for (const auto& item : v) {
+        if (!item.IsScalar()) return InvalidArgument(where + ": list items must be values");
+        values.push_back(item.as<std::string>());
+      }
+    } else if (v.IsScalar()) {
+      values.push_back(v.as<std::string>());
+    } else {
+      return InvalidArgument(where + ": must be a value" +
+                             std::string(f->repeatable ? " or a list" : ""));
+    }
+    for (const auto& value : values) {
+      if (auto r = f->set(value); !r.ok()) return std::move(r).error().WithContext(where);
+    }
+  }
+  return Ok();
 }
 
 void FlagSet::Positional(std::string name, std::vector<std::string>* out, std::string help) {
@@ -126,6 +190,7 @@ Result<void> FlagSet::Parse(std::span<const std::string> args) {
     auto set = f->set(*value);
     if (!set.ok()) return std::move(set).error().WithContext("flag --" + f->name);
   }
+  if (has_config_ && !config_path_.empty()) SIGIL_TRY(ApplyConfig(config_path_));
   for (const auto& f : flags_) {
     if (f.required && !f.seen) return InvalidArgument("missing required flag --" + f.name);
   }

@@ -26,6 +26,11 @@ class FlagSet {
   void StringList(std::string name, std::vector<std::string>* out, std::string help);
   void Bool(std::string name, bool* out, std::string help);
   void Duration(std::string name, Seconds* out, std::string help);
+  // Adds `--config FILE`: a YAML mapping whose keys are this set's flag names without "--".
+  // Values: a scalar for value flags, true/false for booleans, a list for repeatable flags.
+  // Applied after the command line, only to flags the command line did not give (flags win);
+  // an unknown key or a value of the wrong shape is an error naming the key.
+  void ConfigFile(std::string help);
   // Allows positional arguments (otherwise any positional argument is an error).
   void Positional(std::string name, std::vector<std::string>* out, std::string help);
 
@@ -45,6 +50,7 @@ class FlagSet {
     std::function<Result<void>(std::string_view)> set;
   };
   Flag* Find(std::string_view name);
+  Result<void> ApplyConfig(const std::string& path);
 
   std::string usage_;
   std::string summary_;
@@ -53,6 +59,8 @@ class FlagSet {
   std::string positional_help_;
   std::vector<std::string>* positional_ = nullptr;
   bool help_ = false;
+  bool has_config_ = false;
+  std::string config_path_;
 };
 
 // The common start of every subcommand: parses `args`; on --help prints the help and returns

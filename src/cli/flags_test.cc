@@ -1,6 +1,10 @@
 #include "cli/flags.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
 
 namespace sigil::cli {
 namespace {
@@ -90,6 +94,72 @@ TEST(FlagSet, DoubleDashEndsFlags) {
   f.Positional("CMD", &rest, "command");
   ASSERT_TRUE(f.Parse(Args({"--", "--not-a-flag", "b"})).ok());
   EXPECT_EQ(rest, (std::vector<std::string>{"--not-a-flag", "b"}));
+}
+
+// --config: YAML values for flags the command line did not give.
+class ConfigFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/sigil-flags-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& text) {
+    const std::string path = dir_ + "/c.yaml";
+    std::ofstream(path) << text;
+    return path;
+  }
+  std::string dir_;
+};
+
+TEST_F(ConfigFileTest, FillsFlagsTheCommandLineLeftOut) {
+  std::string server, name;
+  std::vector<std::string> cgroups;
+  bool dataplane = false, no_pool = false;
+  Seconds ttl{60};
+  FlagSet f("x", "y");
+  f.ConfigFile("c");
+  f.String("server", &server, "s", true);
+  f.String("name", &name, "n");
+  f.StringList("manage-cgroup", &cgroups, "m");
+  f.Bool("dataplane", &dataplane, "d");
+  f.Bool("no-pool", &no_pool, "p");
+  f.Duration("ttl", &ttl, "t");
+  const std::string path = Write(
+      "server: 10.0.0.1:8081\nname: from-file\nmanage-cgroup: [/a, /b]\ndataplane: true\n"
+      "no-pool: false\nttl: 2m\n");
+  // The required --server comes from the file; --name on the command line wins.
+  ASSERT_TRUE(f.Parse(Args({"--config", path.c_str(), "--name", "cli"})).ok());
+  EXPECT_EQ(server, "10.0.0.1:8081");
+  EXPECT_EQ(name, "cli");
+  EXPECT_EQ(cgroups, (std::vector<std::string>{"/a", "/b"}));
+  EXPECT_TRUE(dataplane);
+  EXPECT_FALSE(no_pool);
+  EXPECT_EQ(ttl, Seconds(120));
+}
+
+TEST_F(ConfigFileTest, ErrorsNameTheKey) {
+  auto parse = [&](const std::string& text) {
+    std::string name;
+    std::vector<std::string> list;
+    bool b = false;
+    FlagSet f("x", "y");
+    f.ConfigFile("c");
+    f.String("name", &name, "n");
+    f.StringList("list", &list, "l");
+    f.Bool("flag", &b, "b");
+    const std::string path = Write(text);
+    auto r = f.Parse(Args({"--config", path.c_str()}));
+    return r.ok() ? std::string() : r.error().message();
+  };
+  EXPECT_NE(parse("nmae: x\n").find("unknown key \"nmae\""), std::string::npos);
+  EXPECT_NE(parse("name: [a, b]\n").find("name: takes one value, not a list"), std::string::npos);
+  EXPECT_NE(parse("flag: maybe\n").find("flag: must be true or false"), std::string::npos);
+  EXPECT_NE(parse("list: {a: 1}\n").find("list: must be a value or a list"), std::string::npos);
+  EXPECT_NE(parse("- a\n").find("must be a mapping"), std::string::npos);
+  EXPECT_NE(parse("name: [\n").find("not YAML"), std::string::npos);
+  EXPECT_EQ(parse(""), "");
 }
 
 }  // namespace

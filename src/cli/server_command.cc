@@ -34,7 +34,7 @@
 #include "server/metrics.h"
 #include "server/metrics_http.h"
 #include "server/server_identity.h"
-#include "store/sqlite_store.h"
+#include "store/store_url.h"
 
 namespace sigil::cli {
 namespace {
@@ -86,6 +86,7 @@ Result<void> WriteBundle(server::ControlPlane& cp, const std::string& dir) {
 
 struct Flags {
   std::string data_dir, trust_domain, kek_file, ready_file;
+  std::string store;  // empty: SQLite at DIR/sigil.db
   std::string admin_listen = "127.0.0.1:8443";
   std::string agent_listen = "0.0.0.0:8081";
   std::string metrics_listen;  // empty: 127.0.0.1:kDefaultMetricsPort
@@ -185,7 +186,7 @@ void Maintenance::Tick() {
 }
 
 // `--config FILE`: a YAML mapping whose keys are the flag names without "--" (data-dir,
-// trust-domain, admin-listen, agent-listen, metrics-listen, kek-file, log-format, ca-ttl,
+// trust-domain, store, admin-listen, agent-listen, metrics-listen, kek-file, log-format, ca-ttl,
 // server-name, server-cert-ttl, ready-file). Flags given on the command line win. Unknown keys
 // and non-scalar values are errors naming the key.
 Result<void> LoadConfig(const std::string& path, Flags& f) {
@@ -200,6 +201,7 @@ Result<void> LoadConfig(const std::string& path, Flags& f) {
   if (!root.IsMap()) return InvalidArgument("--config " + path + ": must be a mapping");
   const std::map<std::string, std::string*> strings = {{"data-dir", &f.data_dir},
                                                        {"trust-domain", &f.trust_domain},
+                                                       {"store", &f.store},
                                                        {"admin-listen", &f.admin_listen},
                                                        {"agent-listen", &f.agent_listen},
                                                        {"metrics-listen", &f.metrics_listen},
@@ -257,7 +259,7 @@ int Serve(const Flags& f, server::Logger& log) {
   ::chmod(f.data_dir.c_str(), 0700);
   auto kek = core::Kek::LoadOrCreate(f.kek_file.empty() ? f.data_dir + "/kek" : f.kek_file);
   if (!kek.ok()) return fail("kek", kek.error());
-  auto store = store::SqliteStore::Open(f.data_dir + "/sigil.db");
+  auto store = store::OpenStoreUrl(f.store.empty() ? f.data_dir + "/sigil.db" : f.store);
   if (!store.ok()) return fail("store", store.error());
   bool first = false;
   auto td = ResolveTrustDomain(**store, f.trust_domain, &first);
@@ -360,8 +362,10 @@ int Serve(const Flags& f, server::Logger& log) {
   const std::string_view sig = WaitForTermination();
   maintenance.reset();
   log.Info("server.shutdown", {{"signal", sig}});
+  // The agent API's change feed runs even with --agent-listen off: stop it before the control
+  // plane (whose bundle its thread reads) goes away.
+  agent_service.Shutdown();
   if (agent_server) {
-    agent_service.Shutdown();
     agent_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(3));
   }
   if (metrics_server) metrics_server->Stop();
@@ -389,7 +393,8 @@ int RunServer(std::span<const std::string> args) {
     }
   }
   FlagSet flags(
-      "server --data-dir DIR [--config FILE] [--trust-domain TD] [--admin-listen HOST:PORT] "
+      "server --data-dir DIR [--config FILE] [--trust-domain TD] [--store URL] "
+      "[--admin-listen HOST:PORT] "
       "[--agent-listen HOST:PORT] [--metrics-listen HOST:PORT] [--kek-file FILE] [--log-format "
       "text|json] [--ca-ttl DUR] [--server-name NAMES] [--server-cert-ttl DUR] "
       "[--ready-file PATH]",
@@ -399,6 +404,9 @@ int RunServer(std::span<const std::string> args) {
                "YAML file of flag values (keys are the flag names without --; flags win)");
   flags.String("data-dir", &f.data_dir, "data directory (created 0700)", f.data_dir.empty());
   flags.String("trust-domain", &f.trust_domain, "trust domain (required on first start)");
+  flags.String("store", &f.store,
+               "store: postgres://... or postgresql://... (PostgreSQL), or a SQLite file path "
+               "or sqlite://PATH (default DIR/sigil.db)");
   flags.String("admin-listen", &f.admin_listen, "admin API address (default 127.0.0.1:8443)");
   flags.String("agent-listen", &f.agent_listen,
                "agent API address (default 0.0.0.0:8081; \"off\" disables it)");

@@ -104,7 +104,8 @@ const std::vector<ValidCase>& Cases() {
            "  type: oauth2-client-credentials\n  tokenUrl: https://idp.example.com/oauth/token\n"
            "  clientId: sigil\n  clientSecret: s3cret\n  scopes: [write, read]\n"),
        Kind::kCredentialSource,
-       R"({"clientId":"sigil","clientSecret":"[redacted]","scopes":["read","write"],)"
+       R"({"clientAuthMethod":"client_secret_basic","clientId":"sigil",)"
+       R"("clientSecret":"[redacted]","scopes":["read","write"],)"
        R"("tokenUrl":"https://idp.example.com/oauth/token","type":"oauth2-client-credentials"})"},
       {"source jwt", Doc("CredentialSource", "vault-jwt", "  type: jwt\n  audience: vault\n"),
        Kind::kCredentialSource, R"({"audience":"vault","ttl":"5m","type":"jwt"})"},

@@ -13,8 +13,9 @@ constexpr size_t kMaxSecretBytes = size_t{64} * 1024;
 // Field names of every source type, so a field of another type reads "not allowed when
 // type is ..." rather than "unknown field".
 constexpr std::string_view kSourceFields[] = {
-    "value",    "accessKeyId",  "secretAccessKey", "sessionToken", "region",   "tokenUrl",
-    "clientId", "clientSecret", "scopes",          "caBundle",     "audience", "ttl"};
+    "value",    "accessKeyId",  "secretAccessKey",  "sessionToken", "region",   "tokenUrl",
+    "clientId", "clientSecret", "clientAuthMethod", "scopes",       "caBundle", "audience",
+    "ttl"};
 
 void ReadSecret(ObjectReader& obj, std::string_view key, Need need, nlohmann::json& out) {
   auto v = obj.String(key, need, "a string (the secret)");
@@ -107,6 +108,10 @@ nlohmann::json ValidateCredentialSource(ObjectReader& spec) {
     ReadTokenUrl(spec, out);
     ReadToken(spec, "clientId", 1024, "a client id", out);
     ReadSecret(spec, "clientSecret", Need::kRequired, out);
+    // RFC 7591 names; basic (Authorization header) is what RFC 6749 asks servers to support.
+    out["clientAuthMethod"] = spec.Enum("clientAuthMethod", Need::kOptional,
+                                        {"client_secret_basic", "client_secret_post"})
+                                  .value_or("client_secret_basic");
     auto scopes = spec.StringList("scopes", 0, "a scope").value_or(std::vector<std::string>{});
     if (CanonicalList(scopes, spec.PathOf("scopes"), spec.problems(), true,
                       [](const std::string& s) -> Result<std::string> {

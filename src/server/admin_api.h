@@ -10,8 +10,10 @@
 //   GET    /apis/sigil.dev/v1alpha1/<Kind>[/<name>]     canonical JSON, secrets redacted
 //   PUT    /apis/sigil.dev/v1alpha1/<Kind>/<name>       metadata.resourceVersion -> 409 on mismatch
 //   DELETE /apis/sigil.dev/v1alpha1/<Kind>/<name>
+//   POST   /apis/sigil.dev/v1alpha1/credentialsources/<name>/rotate {secret}
 //   POST   /api/v1/tokens {node, ttl}    GET /api/v1/nodes
-//   GET    /api/v1/audit?since=&identity=&node=&pid=&type=&limit=    GET /api/v1/audit/verify
+//   GET    /api/v1/audit?since=&identity=&node=&pid=&type=&binding=&limit=
+//   GET    /api/v1/audit/verify
 // Errors are JSON: {"error": "...", "code": "..."} or, for invalid documents, {"errors": [...]}.
 // Request bodies, tokens and secrets are never logged.
 #pragma once

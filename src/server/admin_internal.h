@@ -37,5 +37,6 @@ std::optional<nlohmann::json> JsonBody(const httplib::Request& req, httplib::Res
 
 void RegisterResourceRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
 void RegisterOpsRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
+void RegisterCredentialRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
 
 }  // namespace sigil::server::admin

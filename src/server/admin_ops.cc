@@ -129,7 +129,7 @@ void QueryAudit(ControlPlane& cp, const httplib::Request& req, httplib::Response
     f.since = *t;
   }
   for (auto [key, field] : {std::pair{"identity", &f.identity}, std::pair{"node", &f.node},
-                            std::pair{"type", &f.type}}) {
+                            std::pair{"type", &f.type}, std::pair{"binding", &f.binding}}) {
     if (req.has_param(key) && !req.get_param_value(key).empty()) {
       *field = req.get_param_value(key);
     }

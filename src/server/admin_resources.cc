@@ -166,6 +166,7 @@ void RegisterResourceRoutes(httplib::Server& s, ControlPlane& cp, Logger& /*log*
                 }
                 auto applied = cp.store().ApplyWithBlobs(std::span(&w, 1), blobs, std::span(&e, 1));
                 if (!applied.ok()) return SendError(res, applied.error());
+                if (*kind == resources::Kind::kCredentialSource) cp.ForgetCredentialSource(w.name);
                 SendJson(res, 200, {{"kind", w.kind}, {"name", w.name}, {"deleted", true}});
               }));
 }

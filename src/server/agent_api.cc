@@ -333,6 +333,11 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
         break;
       }
       for (const auto& change : page->changes) {
+        if (change.kind == "CredentialSource") {
+          // Never the contents; only the name, so agents drop the grants it backs.
+          delta.add_changed_credential_sources(change.name);
+          continue;
+        }
         if (!KindSyncedToAgents(change.kind)) continue;
         if (change.op == store::WriteOp::kDelete) {
           pb::ResourceRef* ref = delta.add_deletes();
@@ -348,7 +353,8 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
       }
       revision = page->revision;
       more = page->more;
-      if (more && (delta.upserts_size() > 0 || delta.deletes_size() > 0)) {
+      if (more && (delta.upserts_size() > 0 || delta.deletes_size() > 0 ||
+                   delta.changed_credential_sources_size() > 0)) {
         delta.set_revision(revision);
         if (!writer->Write(delta)) return grpc::Status::CANCELLED;
         delta.Clear();
@@ -364,7 +370,7 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
     }
     if (need_snapshot) continue;
     if (delta.upserts_size() > 0 || delta.deletes_size() > 0 ||
-        !delta.trust_bundle_jwks().empty()) {
+        delta.changed_credential_sources_size() > 0 || !delta.trust_bundle_jwks().empty()) {
       delta.set_revision(revision);
       if (!writer->Write(delta)) return grpc::Status::CANCELLED;
     }
@@ -422,6 +428,7 @@ grpc::Status AgentApi::FetchCredential(grpc::ServerContext* context,
   }
   response->set_spiffe_id(grant->spiffe_id);
   response->set_source_type(grant->source_type);
+  response->set_source(grant->source);
   return grpc::Status::OK;
 }
 

@@ -361,10 +361,19 @@ TEST_F(AgentApiTest, SyncSendsSnapshotThenDeltas) {
   EXPECT_EQ(msg.upserts(0).spec_json(), "{}");
   EXPECT_TRUE(msg.trust_bundle_jwks().empty());
 
-  Put("CredentialSource", "gcp");  // filtered: no message for it
+  // A CredentialSource is never sent, only its name, so agents drop the grants it backs.
+  Put("CredentialSource", "gcp");
+  ASSERT_TRUE(reader->Read(&msg));
+  EXPECT_FALSE(msg.snapshot());
+  EXPECT_EQ(msg.upserts_size(), 0);
+  EXPECT_EQ(msg.deletes_size(), 0);
+  ASSERT_EQ(msg.changed_credential_sources_size(), 1);
+  EXPECT_EQ(msg.changed_credential_sources(0), "gcp");
+
   Delete("Service", "db");
   ASSERT_TRUE(reader->Read(&msg));
   EXPECT_EQ(msg.upserts_size(), 0);
+  EXPECT_EQ(msg.changed_credential_sources_size(), 0);
   ASSERT_EQ(msg.deletes_size(), 1);
   EXPECT_EQ(msg.deletes(0).kind(), "Service");
   EXPECT_EQ(msg.deletes(0).name(), "db");

@@ -12,8 +12,15 @@ namespace {
 // The record types an agent may write. A compromised agent can lie about what it saw, but it
 // cannot forge server-side types (svid.issue, token.use, ...) or another node's name.
 constexpr std::string_view kAgentEventTypes[] = {
-    "dataplane.denied",   // a connection refused by policy (either side)
-    "dataplane.refused",  // refused for another reason: no identity, peer unverified, ...
+    "dataplane.denied",    // a connection refused by policy (either side)
+    "dataplane.refused",   // refused for another reason: no identity, peer unverified, ...
+    "dataplane.inject",    // one request with a credential added on the wire (binding, method,
+                           // host, path without query)
+    "credential.use",      // a credential the agent served from its cache (or the process's own
+                           // SVID as a file): the server audited the grant, not this use
+    "credential.refused",  // refused by the agent alone (e.g. a credential file read through
+                           // a descriptor another process opened); refusals of a fetch are
+                           // the server's credential.denied
 };
 constexpr size_t kMaxEvents = 256;
 constexpr size_t kMaxDetails = 4096;

@@ -13,6 +13,7 @@ Result<store::ApplyResult> ControlPlane::ApplyResources(std::span<const resource
   std::vector<store::ResourceWrite> writes;
   std::vector<store::AuditEvent> events;
   std::vector<store::BlobWrite> blobs;
+  std::vector<std::string> rotated;  // sources whose secret changed
   for (size_t i = 0; i < batch.size(); ++i) {
     const resources::Resource& r = batch[i];
     store::ResourceWrite w;
@@ -40,14 +41,26 @@ Result<store::ApplyResult> ControlPlane::ApplyResources(std::span<const resource
       auto& field = value.get_ref<std::string&>();
       OPENSSL_cleanse(field.data(), field.size());
     }
-    SIGIL_ASSIGN_OR_RETURN(
-        auto blob, SealBlob(std::string(kCredentialSecretBlobPrefix) + r.name, plain.span()));
+    const std::string blob_name = std::string(kCredentialSecretBlobPrefix) + r.name;
+    // A new secret under an unchanged spec (the spec only holds "[redacted]") must still move
+    // the source's version, or agents would keep grants of the old secret (Sync reports
+    // sources by their change-log entries).
+    auto previous = OpenSealedBlob(blob_name);
+    if (!previous.ok() || !previous->Equals(plain)) {
+      for (store::ResourceWrite& w : writes) {
+        if (w.kind == "CredentialSource" && w.name == r.name) w.force_new_version = true;
+      }
+      rotated.push_back(r.name);
+    }
+    SIGIL_ASSIGN_OR_RETURN(auto blob, SealBlob(blob_name, plain.span()));
     blobs.push_back(std::move(blob));
     store::AuditEvent e = Event("secret.store", actor);
     e.details_json = nlohmann::json{{"source", r.name}, {"fields", names}}.dump();
     events.push_back(std::move(e));
   }
-  return store_->ApplyWithBlobs(writes, blobs, events);
+  SIGIL_ASSIGN_OR_RETURN(auto applied, store_->ApplyWithBlobs(writes, blobs, events));
+  for (const std::string& source : rotated) oauth2_.Invalidate(source);
+  return applied;
 }
 
 }  // namespace sigil::server

@@ -27,6 +27,7 @@
 #include "resources/resource.h"
 #include "server/audit_batcher.h"
 #include "server/metrics.h"
+#include "server/oauth2_broker.h"
 #include "server/workload_catalog.h"
 #include "store/store.h"
 
@@ -76,17 +77,31 @@ struct AttestedProcessInfo {
 inline constexpr std::string_view kCredentialSecretBlobPrefix = "secret/";
 // How long an agent may hold a static/aws secret it fetched before fetching again.
 inline constexpr Seconds kCredentialGrantTtl{300};
+// Largest secret `sigil credential rotate` accepts (the same bound as a secret field in a
+// resource document).
+inline constexpr size_t kMaxCredentialSecretBytes = size_t{64} * 1024;
 
 // One FetchCredential answer: the secret for (binding, attested process).
 struct CredentialGrant {
   std::string binding;
   std::string source;
-  std::string source_type;  // static | aws | jwt
+  std::string source_type;  // static | aws | jwt | oauth2-client-credentials
   std::string spiffe_id;    // the identity of the process the binding allows
-  SecretBytes secret;       // static: value; aws: secretAccessKey; jwt: the JWT-SVID
+  SecretBytes secret;       // static: value; aws: secretAccessKey; jwt: the JWT-SVID; oauth2: the
+                            // access token
   std::vector<std::pair<std::string, SecretBytes>> extra_secrets;  // aws: sessionToken
   std::vector<std::pair<std::string, std::string>> attributes;     // accessKeyId, region, ...
   TimePoint expires_at;
+};
+
+// What `sigil credential rotate` changed (ControlPlane::RotateCredentialSecret).
+struct RotatedCredential {
+  std::string source;
+  std::string source_type;
+  std::string field;                  // the secret field replaced, e.g. "spec.value"
+  uint64_t resource_version = 0;      // the source's new version
+  uint64_t revision = 0;              // the store revision of the change
+  bool cached_token_dropped = false;  // oauth2: a cached access token was discarded
 };
 
 struct NodeJoin {
@@ -195,10 +210,31 @@ class ControlPlane {
   // expiry; never the value) before it is returned; every refusal "credential.denied" with
   // its reason. NotFound for an unknown binding or source; PermissionDenied when the process
   // holds no matching identity; FailedPrecondition for a binding without a source (svid-pem:
-  // the agent serves the process's own SVID); Unimplemented for oauth2-client-credentials
-  // sources (the token broker comes with credential injection).
+  // the agent serves the process's own SVID).
+  //
+  // oauth2-client-credentials: the secret is an access token from the source's token
+  // endpoint, cached per source by oauth2::Broker (single-flight, until shortly before
+  // expiry, per source resource version); the grant expires when the cache would refresh.
+  // A failed token request is "credential.denied" with the endpoint's HTTP status and OAuth
+  // `error` code (never the client secret): FailedPrecondition when the endpoint refused
+  // (4xx), Unavailable when it could not be reached or answered 5xx.
   Result<CredentialGrant> FetchCredential(const std::string& node, const std::string& binding,
                                           const AttestedProcessInfo& process);
+
+  // `sigil credential rotate`: replaces the secret of CredentialSource `source` (static:
+  // value; oauth2-client-credentials: clientSecret) with `secret`. The new sealed blob and a
+  // new resource version of the source (same spec) commit in one transaction with a
+  // "credential.rotated" record (source, type, field, version; never the secret), so agents
+  // see the source change over Sync and drop their grants. Drops a cached oauth2 access
+  // token. NotFound for an unknown source; FailedPrecondition for jwt (no secret) and aws
+  // (a new key pair has a new accessKeyId: apply it); InvalidArgument for an empty, too long
+  // or "[redacted]" secret; Aborted if the source changed concurrently.
+  Result<RotatedCredential> RotateCredentialSecret(const std::string& source,
+                                                   const SecretBytes& secret,
+                                                   const std::string& actor);
+  // Drops what the server caches for a CredentialSource (its oauth2 access token), e.g. after
+  // the source was deleted.
+  void ForgetCredentialSource(const std::string& source) { oauth2_.Invalidate(source); }
 
   // Appends events an agent reports (agent_events.cc) to the audit trail, under `node` (the
   // authenticated caller, never a name the agent supplies) and the server's time. Only the
@@ -221,7 +257,13 @@ class ControlPlane {
         kek_(std::move(kek)),
         clock_(clock),
         catalog_(*store_),
-        audit_(*store_) {}
+        audit_(*store_),
+        oauth2_(clock, HttpsTokenFetcher()) {}
+  // oauth2::FetchToken with its default options (credentials.cc).
+  static oauth2::Fetcher HttpsTokenFetcher();
+  // The token request of an oauth2-client-credentials source: its spec and sealed secret.
+  Result<oauth2::TokenRequest> OAuth2Request(const std::string& source,
+                                             const std::string& spec_json);
   Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
   Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
   store::AuditEvent Event(std::string type, std::string actor) const;
@@ -248,6 +290,7 @@ class ControlPlane {
   bool created_ = false;
   WorkloadCatalog catalog_;  // over *store_
   AuditBatcher audit_;       // over *store_: issuance audits, group-committed
+  oauth2::Broker oauth2_;    // access tokens of oauth2-client-credentials sources
 
   metrics::ServerMetrics* metrics_ = nullptr;  // set once before serving
 

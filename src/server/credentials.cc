@@ -1,12 +1,16 @@
 // ControlPlane::FetchCredential: credential grants for attested processes (agent API).
 #include <openssl/crypto.h>
 
+#include <algorithm>
+#include <optional>
+
 #include <nlohmann/json.hpp>
 
 #include "common/duration.h"
 #include "core/jwt_svid.h"
 #include "resources/identity_pattern.h"
 #include "server/control_plane.h"
+#include "server/oauth2_client.h"
 
 namespace sigil::server {
 namespace {
@@ -43,19 +47,61 @@ std::string StringField(const nlohmann::json& j, const char* key) {
 
 }  // namespace
 
+oauth2::Fetcher ControlPlane::HttpsTokenFetcher() {
+  return [](const oauth2::TokenRequest& request, oauth2::EndpointFailure* failure) {
+    return oauth2::FetchToken(request, oauth2::ClientOptions{}, failure);
+  };
+}
+
+Result<oauth2::TokenRequest> ControlPlane::OAuth2Request(const std::string& source,
+                                                         const std::string& spec_json) {
+  nlohmann::json spec = nlohmann::json::parse(spec_json, nullptr, false);
+  if (!spec.is_object())
+    return Internal("credential source " + source + ": stored spec unreadable");
+  oauth2::TokenRequest request;
+  request.token_url = StringField(spec, "tokenUrl");
+  request.client_id = StringField(spec, "clientId");
+  request.ca_bundle_pem = StringField(spec, "caBundle");
+  if (auto scopes = spec.find("scopes"); scopes != spec.end() && scopes->is_array()) {
+    for (const auto& scope : *scopes) {
+      if (scope.is_string()) request.scopes.push_back(scope.get<std::string>());
+    }
+  }
+  if (auto method = StringField(spec, "clientAuthMethod"); !method.empty()) {
+    auto auth = oauth2::ClientAuthFromName(method);
+    if (!auth) {
+      return Internal("credential source " + source + ": clientAuthMethod \"" + method +
+                      "\" is not client_secret_basic or client_secret_post");
+    }
+    request.auth = *auth;
+  }
+  auto plain = OpenSealedBlob(std::string(kCredentialSecretBlobPrefix) + source);
+  if (!plain.ok()) {
+    return plain.error().WithContext("credential source " + source + ": sealed secret");
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto fields, SecretFields(*plain, source));
+  SecretBytes* secret = FindField(fields, "spec.clientSecret");
+  if (secret == nullptr) {
+    return Internal("credential source " + source + ": sealed secret lacks spec.clientSecret");
+  }
+  request.client_secret = std::move(*secret);
+  return request;
+}
+
 Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
                                                       const std::string& binding,
                                                       const AttestedProcessInfo& process) {
-  auto deny = [&](Error error, const std::string& identity) -> Error {
+  auto deny = [&](Error error, const std::string& identity,
+                  const nlohmann::json& extra = nlohmann::json::object()) -> Error {
     store::AuditEvent e = WorkloadEvent("credential.denied", node, process);
     e.identity = identity;
-    e.details_json = nlohmann::json{
-        {"binding", binding},
-        {"reason", error.message()},
-        {"exe_sha256", process.exe_sha256},
-        {"uid", process.uid},
-        {"cgroup",
-         process.cgroup}}.dump();
+    nlohmann::json details = {{"binding", binding},
+                              {"reason", error.message()},
+                              {"exe_sha256", process.exe_sha256},
+                              {"uid", process.uid},
+                              {"cgroup", process.cgroup}};
+    details.update(extra);
+    e.details_json = details.dump();
     (void)store_->AppendAudit(std::span(&e, 1));  // best effort: the refusal stands anyway
     return error;
   };
@@ -127,6 +173,7 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
   grant.spiffe_id = identity;
   const TimePoint now = clock_.Now();
   grant.expires_at = now + kCredentialGrantTtl;
+  std::optional<bool> token_cached;  // oauth2: served from the server's token cache
 
   if (grant.source_type == "static" || grant.source_type == "aws") {
     auto plain = OpenSealedBlob(std::string(kCredentialSecretBlobPrefix) + source);
@@ -168,25 +215,42 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
     grant.attributes.emplace_back("audience", audience);
     grant.secret = SecretBytes::Copy(token);
     OPENSSL_cleanse(token.data(), token.size());
+  } else if (grant.source_type == "oauth2-client-credentials") {
+    oauth2::EndpointFailure failure;
+    const std::string& source_spec_json = source_stored->spec_json;
+    auto token = oauth2_.Get(
+        source, source_stored->resource_version,
+        [&] { return OAuth2Request(source, source_spec_json); }, &failure);
+    if (!token.ok()) {
+      nlohmann::json extra = {{"source", source}, {"type", grant.source_type}};
+      if (failure.http_status != 0) extra["http_status"] = failure.http_status;
+      if (!failure.oauth_error.empty()) extra["oauth_error"] = failure.oauth_error;
+      return deny(token.error().WithContext("credential source " + source), identity, extra);
+    }
+    grant.secret = std::move(token->token);
+    grant.expires_at = std::min(grant.expires_at, token->refresh_at);
+    grant.attributes.emplace_back("tokenType", token->token_type);
+    token_cached = token->cached;
   } else {
     return deny(Error(ErrorCode::kUnimplemented, "credential source " + source + ": type \"" +
                                                      grant.source_type +
-                                                     "\" is not served by FetchCredential yet"),
+                                                     "\" is not served by FetchCredential"),
                 identity);
   }
 
   store::AuditEvent e = WorkloadEvent("credential.grant", node, process);
   e.identity = identity;
-  e.details_json = nlohmann::json{{"binding", binding},
-                                  {"source", source},
-                                  {"type", grant.source_type},
-                                  {"workload_identity", granted->spec.name},
-                                  {"exe_sha256", process.exe_sha256},
-                                  {"uid", process.uid},
-                                  {"cgroup", process.cgroup},
-                                  {"container_id", process.container_id},
-                                  {"expires", ToUnixSeconds(grant.expires_at)}}
-                       .dump();
+  nlohmann::json details = {{"binding", binding},
+                            {"source", source},
+                            {"type", grant.source_type},
+                            {"workload_identity", granted->spec.name},
+                            {"exe_sha256", process.exe_sha256},
+                            {"uid", process.uid},
+                            {"cgroup", process.cgroup},
+                            {"container_id", process.container_id},
+                            {"expires", ToUnixSeconds(grant.expires_at)}};
+  if (token_cached) details["token_cached"] = *token_cached;
+  e.details_json = details.dump();
   // No secret leaves the server unaudited.
   SIGIL_TRY(audit_.Append(std::move(e)));
   return grant;

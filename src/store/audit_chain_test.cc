@@ -10,8 +10,8 @@
 namespace sigil::store {
 namespace {
 
+using testing::AnyStoreTest;
 using testing::Event;
-using testing::StoreTest;
 
 std::vector<AuditRecord> BuildChain(int n) {
   std::vector<AuditRecord> chain;
@@ -88,9 +88,10 @@ TEST(AuditChainTest, VerifierDetectsEachKindOfTampering) {
   EXPECT_EQ(r.records_checked, 21u);
 }
 
-class AuditStoreTest : public StoreTest {};
+class AuditStoreTest : public AnyStoreTest {};
+SIGIL_STORE_BACKENDS(AuditStoreTest);
 
-TEST_F(AuditStoreTest, ThousandRecordsVerifyAndLinkUp) {
+TEST_P(AuditStoreTest, ThousandRecordsVerifyAndLinkUp) {
   auto store = OpenStore();
   std::vector<AuditEvent> events;
   for (int i = 1; i <= 1000; ++i) events.push_back(Event("svid.issue", i));
@@ -116,7 +117,7 @@ TEST_F(AuditStoreTest, ThousandRecordsVerifyAndLinkUp) {
   EXPECT_EQ(head->hash, all->back().hash);
 }
 
-TEST_F(AuditStoreTest, QueryFilters) {
+TEST_P(AuditStoreTest, QueryFilters) {
   FakeClock clock(FromUnixSeconds(1800000000));
   auto store = OpenStore({.clock = &clock});
   std::vector<AuditEvent> events;
@@ -149,6 +150,47 @@ TEST_F(AuditStoreTest, QueryFilters) {
   ASSERT_EQ(paged->size(), 3u);
   EXPECT_EQ(paged->front().seq, 56u);
   EXPECT_TRUE(store->VerifyAudit()->ok);
+}
+
+// `sigil audit --binding`: the top-level "binding" member of details, exactly.
+TEST_P(AuditStoreTest, QueryByBinding) {
+  auto store = OpenStore();
+  std::vector<AuditEvent> events;
+  auto with = [&](std::string type, std::string details) {
+    AuditEvent e = Event(std::move(type), static_cast<int>(events.size()) + 1);
+    e.details_json = std::move(details);
+    events.push_back(std::move(e));
+  };
+  with("credential.grant", R"({"binding":"ml-openai","source":"openai-key"})");
+  with("credential.denied", R"({"reason":"no identity","binding":"ml-openai"})");
+  with("credential.grant", R"({"binding":"ml-openai-2"})");
+  with("credential.grant", R"({"nested":{"binding":"ml-openai"}})");
+  with("resource.apply", R"({"kind":"CredentialBinding","name":"ml-openai"})");
+  // PostgreSQL's JSON functions fail on a whole query when any row has this escape.
+  with("credential.grant", R"({"binding":"ml-openai\u0000x","other":"\u0000"})");
+  with("credential.grant", R"({"note":"\"binding\":\"ml-openai\""})");
+  with("dataplane.inject", R"({"binding":"ml-openai","host":"api.example","path":"/v1"})");
+  ASSERT_TRUE(store->AppendAudit(events).ok());
+
+  auto got = store->QueryAudit({.binding = "ml-openai"});
+  ASSERT_TRUE(got.ok()) << got.error().ToString();
+  ASSERT_EQ(got->size(), 3u);
+  EXPECT_EQ((*got)[0].seq, 1u);
+  EXPECT_EQ((*got)[1].seq, 2u);
+  EXPECT_EQ((*got)[2].seq, 8u);
+  auto grants = store->QueryAudit({.type = "credential.grant", .binding = "ml-openai"});
+  ASSERT_TRUE(grants.ok());
+  ASSERT_EQ(grants->size(), 1u);
+  auto newest = store->QueryAudit({.binding = "ml-openai", .newest_first = true, .limit = 1});
+  ASSERT_TRUE(newest.ok());
+  ASSERT_EQ(newest->size(), 1u);
+  EXPECT_EQ(newest->front().seq, 8u);
+  // A name with a NUL is a different name (SQLite's json_extract would have cut it).
+  auto other = store->QueryAudit({.binding = std::string("ml-openai\0x", 11)});
+  ASSERT_TRUE(other.ok()) << other.error().ToString();
+  ASSERT_EQ(other->size(), 1u);
+  EXPECT_EQ(other->front().seq, 6u);
+  EXPECT_TRUE(store->QueryAudit({.binding = "none"})->empty());
 }
 
 }  // namespace

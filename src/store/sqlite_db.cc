@@ -19,13 +19,6 @@ Error SqliteError(sqlite3* db, int rc, std::string_view what) {
   return Internal(std::move(msg));
 }
 
-int64_t ToMicros(TimePoint t) {
-  return std::chrono::floor<std::chrono::microseconds>(t.time_since_epoch()).count();
-}
-TimePoint FromMicros(int64_t us) {
-  return TimePoint(std::chrono::duration_cast<TimePoint::duration>(std::chrono::microseconds(us)));
-}
-
 // --- Statement ---
 
 Statement::Statement(sqlite3* db, sqlite3_stmt* stmt, bool* in_use, bool owned)

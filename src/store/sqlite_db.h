@@ -18,18 +18,13 @@
 
 #include "common/clock.h"
 #include "common/result.h"
+#include "store/store_common.h"  // ToMicros, FromMicros
 
 namespace sigil::store::internal {
 
 // Maps an SQLite result code to an Error: BUSY/LOCKED -> Unavailable, else Internal. The
 // message carries SQLite's own text (never bound values).
 Error SqliteError(sqlite3* db, int rc, std::string_view what);
-
-// Unix microseconds: the on-disk time representation of every table.
-int64_t ToMicros(TimePoint t);
-TimePoint FromMicros(int64_t us);
-// `t` truncated to microsecond precision (what a round trip through the store yields).
-inline TimePoint TruncateToMicros(TimePoint t) { return FromMicros(ToMicros(t)); }
 
 class Connection;
 

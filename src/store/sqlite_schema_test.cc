@@ -117,6 +117,14 @@ TEST_F(SchemaTest, FailedMigrationLeavesDatabaseUntouched) {
   EXPECT_EQ(RawQueryInt(DbPath(), "SELECT count(*) FROM sqlite_master WHERE name = 'meta'"), 0);
 }
 
+TEST_F(SchemaTest, InMemoryDatabaseWorks) {
+  auto store = SqliteStore::Open(":memory:");
+  ASSERT_TRUE(store.ok()) << store.error().ToString();
+  ResourceWrite w[] = {Upsert("WorkloadIdentity", "x", "{}")};
+  ASSERT_TRUE((*store)->Apply(w, {}).ok());
+  EXPECT_EQ(*(*store)->CurrentRevision(), 1u);
+}
+
 TEST_F(SchemaTest, UnopenablePathIsAnError) {
   auto store = SqliteStore::Open(dir_ + "/missing-dir/sigil.db");
   ASSERT_FALSE(store.ok());

@@ -2,11 +2,8 @@
 // Join tokens, nodes and blobs: sqlite_store_tokens.cc. Audit: sqlite_store_audit.cc.
 #include "store/sqlite_store.h"
 
-#include <nlohmann/json.hpp>
-
 #include <algorithm>
 #include <limits>
-#include <set>
 #include <utility>
 
 #include "store/sqlite_schema.h"
@@ -18,67 +15,6 @@ using internal::FromMicros;
 using internal::ResourceKey;
 using internal::ToMicros;
 using internal::Transaction;
-
-namespace internal {
-
-Result<void> ValidateKey(std::string_view what, std::string_view value, size_t max) {
-  if (value.empty()) return InvalidArgument("store: " + std::string(what) + " is empty");
-  if (value.size() > max) {
-    return InvalidArgument("store: " + std::string(what) + " is longer than " +
-                           std::to_string(max) + " bytes");
-  }
-  for (char c : value) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
-      return InvalidArgument("store: " + std::string(what) + " contains a control character");
-    }
-  }
-  return Ok();
-}
-
-Result<void> ValidateJsonObject(std::string_view what, std::string_view text, size_t max) {
-  if (text.size() > max) {
-    return ResourceExhausted("store: " + std::string(what) + " is larger than " +
-                             std::to_string(max) + " bytes");
-  }
-  auto parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
-    return InvalidArgument("store: " + std::string(what) + " is not a JSON object");
-  }
-  return Ok();
-}
-
-Result<void> ValidateTokenHash(std::string_view hash) {
-  bool ok = hash.size() == 64 && std::all_of(hash.begin(), hash.end(), [](char c) {
-              return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f');
-            });
-  if (!ok) return InvalidArgument("store: join token hash must be 64 lowercase hex characters");
-  return Ok();
-}
-
-std::string ResourceKey(std::string_view kind, std::string_view name) {
-  std::string key(kind);
-  key += '/';
-  key += name;
-  return key;
-}
-
-}  // namespace internal
-
-std::string_view WriteOpName(WriteOp op) { return op == WriteOp::kDelete ? "delete" : "upsert"; }
-
-std::string_view ConsumeStatusName(ConsumeStatus s) {
-  switch (s) {
-    case ConsumeStatus::kConsumed:
-      return "consumed";
-    case ConsumeStatus::kUnknown:
-      return "unknown";
-    case ConsumeStatus::kAlreadyUsed:
-      return "already-used";
-    case ConsumeStatus::kExpired:
-      return "expired";
-  }
-  return "invalid";
-}
 
 Result<std::unique_ptr<SqliteStore>> SqliteStore::Open(const std::string& path,
                                                        const SqliteOptions& options) {
@@ -147,7 +83,7 @@ Result<WriteResult> SqliteStore::ApplyOne(const ResourceWrite& w, uint64_t revis
                            conn_->Prepare("DELETE FROM resources WHERE kind = ?1 AND name = ?2"));
     SIGIL_TRY(del.Bind(1, w.kind).Bind(2, w.name).Run());
   } else {
-    if (current != 0 && stored_spec == w.spec_json) {
+    if (current != 0 && stored_spec == w.spec_json && !w.force_new_version) {
       return WriteResult{w.kind, w.name, current, /*changed=*/false};
     }
     SIGIL_ASSIGN_OR_RETURN(
@@ -177,29 +113,7 @@ Result<WriteResult> SqliteStore::ApplyOne(const ResourceWrite& w, uint64_t revis
 Result<ApplyResult> SqliteStore::ApplyWithBlobs(std::span<const ResourceWrite> writes,
                                                 std::span<const BlobWrite> blobs,
                                                 std::span<const AuditEvent> audit) {
-  std::set<std::pair<std::string_view, std::string_view>> seen;
-  for (const ResourceWrite& w : writes) {
-    SIGIL_TRY(internal::ValidateKey("resource kind", w.kind, internal::kMaxKindBytes));
-    SIGIL_TRY(internal::ValidateKey("resource name", w.name, internal::kMaxNameBytes));
-    const std::string key = ResourceKey(w.kind, w.name);
-    if (w.op == WriteOp::kUpsert) {
-      SIGIL_TRY(internal::ValidateJsonObject(key + ": spec", w.spec_json, internal::kMaxSpecBytes));
-    }
-    if (!seen.emplace(w.kind, w.name).second) {
-      return InvalidArgument("store: batch writes " + key + " more than once");
-    }
-  }
-  std::set<std::string_view> blob_names;
-  for (const BlobWrite& b : blobs) {
-    SIGIL_TRY(internal::ValidateKey("blob name", b.name, internal::kMaxNameBytes));
-    if (b.bytes.size() > internal::kMaxBlobBytes) {
-      return ResourceExhausted("store: blob " + b.name + " is larger than " +
-                               std::to_string(internal::kMaxBlobBytes) + " bytes");
-    }
-    if (!blob_names.insert(b.name).second) {
-      return InvalidArgument("store: batch writes blob " + b.name + " more than once");
-    }
-  }
+  SIGIL_TRY(internal::ValidateApplyBatch(writes, blobs));
   auto result = [&] {
     std::lock_guard lock(mu_);
     return InWriteTxn([&]() -> Result<ApplyResult> {

@@ -10,7 +10,6 @@ namespace sigil::store {
 
 using internal::FromMicros;
 using internal::ToMicros;
-using internal::TruncateToMicros;
 
 namespace {
 
@@ -30,30 +29,6 @@ AuditRecord ReadAudit(const internal::Statement& s) {
                                          .details_json = s.Text(8)},
                      .prev_hash = s.Text(9),
                      .hash = s.Text(10)};
-}
-
-Result<void> ValidateAuditField(std::string_view what, std::string_view value) {
-  if (value.size() > internal::kMaxAuditFieldBytes) {
-    return InvalidArgument("store: audit " + std::string(what) + " is longer than " +
-                           std::to_string(internal::kMaxAuditFieldBytes) + " bytes");
-  }
-  return Ok();
-}
-
-// The event as it will be stored and hashed: time at µs precision (stamped if unset),
-// details "{}" if empty. Validation failures roll back the caller's whole transaction.
-Result<AuditEvent> Normalize(const AuditEvent& e, const Clock& clock) {
-  SIGIL_TRY(internal::ValidateKey("audit type", e.type, 64));
-  SIGIL_TRY(ValidateAuditField("actor", e.actor));
-  SIGIL_TRY(ValidateAuditField("node", e.node));
-  SIGIL_TRY(ValidateAuditField("identity", e.identity));
-  SIGIL_TRY(ValidateAuditField("exe", e.exe));
-  AuditEvent out = e;
-  out.time = TruncateToMicros(e.time == TimePoint{} ? clock.Now() : e.time);
-  if (out.details_json.empty()) out.details_json = "{}";
-  SIGIL_TRY(internal::ValidateJsonObject("audit " + e.type + ": details", out.details_json,
-                                         internal::kMaxDetailsBytes));
-  return out;
 }
 
 }  // namespace
@@ -76,7 +51,7 @@ Result<std::vector<uint64_t>> SqliteStore::AppendAuditLocked(std::span<const Aud
     }
   }
   for (const AuditEvent& raw : events) {
-    SIGIL_ASSIGN_OR_RETURN(AuditEvent e, Normalize(raw, *options_.clock));
+    SIGIL_ASSIGN_OR_RETURN(AuditEvent e, internal::NormalizeAuditEvent(raw, *options_.clock));
     ++seq;
     std::string hash = AuditRecordHash(seq, e, prev_hash);
     SIGIL_ASSIGN_OR_RETURN(
@@ -111,6 +86,7 @@ Result<std::vector<AuditRecord>> SqliteStore::QueryAudit(const AuditFilter& filt
   if (filter.node) sql += " AND node = ?5";
   if (filter.pid) sql += " AND pid = ?6";
   if (filter.type) sql += " AND type = ?7";
+  if (filter.binding) sql += " AND instr(details, ?9) > 0";  // then MatchesAuditBinding
   sql += filter.newest_first ? " ORDER BY seq DESC LIMIT ?8" : " ORDER BY seq ASC LIMIT ?8";
 
   const uint32_t limit = std::min(std::max(filter.limit, 1U), kMaxAuditQueryLimit);
@@ -123,11 +99,18 @@ Result<std::vector<AuditRecord>> SqliteStore::QueryAudit(const AuditFilter& filt
   stmt.BindOpt(4, filter.identity).BindOpt(5, filter.node).BindOpt(6, filter.pid);
   stmt.BindOpt(7, filter.type);
   stmt.Bind(8, int64_t{limit});
+  // ?9 exists only with this filter.
+  if (filter.binding) stmt.Bind(9, internal::AuditBindingNeedle(*filter.binding));
   std::vector<AuditRecord> out;
   while (true) {
     SIGIL_ASSIGN_OR_RETURN(bool row, stmt.Step());
     if (!row) break;
     out.push_back(ReadAudit(stmt));
+  }
+  if (filter.binding) {
+    std::erase_if(out, [&](const AuditRecord& r) {
+      return !internal::MatchesAuditBinding(r.event.details_json, *filter.binding);
+    });
   }
   return out;
 }

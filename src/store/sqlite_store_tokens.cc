@@ -48,14 +48,7 @@ Result<std::optional<JoinTokenRecord>> SqliteStore::ReadJoinToken(const std::str
 
 Result<void> SqliteStore::CreateJoinToken(const JoinTokenRecord& token,
                                           std::span<const AuditEvent> audit) {
-  SIGIL_TRY(internal::ValidateTokenHash(token.token_hash));
-  SIGIL_TRY(
-      internal::ValidateKey("join token node name", token.node_name, internal::kMaxNameBytes));
-  SIGIL_TRY(
-      internal::ValidateKey("join token creator", token.created_by, internal::kMaxAuditFieldBytes));
-  if (token.used_at || token.expired_at) {
-    return InvalidArgument("store: a new join token cannot be used or expired already");
-  }
+  SIGIL_TRY(internal::ValidateJoinToken(token));
   std::lock_guard lock(mu_);
   return InWriteTxn([&]() -> Result<void> {
     SIGIL_ASSIGN_OR_RETURN(auto existing, ReadJoinToken(token.token_hash));
@@ -171,9 +164,7 @@ constexpr std::string_view kSelectNode =
 }  // namespace
 
 Result<void> SqliteStore::UpsertNode(const NodeRecord& node, std::span<const AuditEvent> audit) {
-  SIGIL_TRY(internal::ValidateKey("node name", node.name, internal::kMaxNameBytes));
-  SIGIL_TRY(internal::ValidateKey("node " + node.name + ": spiffe_id", node.spiffe_id,
-                                  internal::kMaxAuditFieldBytes));
+  SIGIL_TRY(internal::ValidateNode(node));
   std::lock_guard lock(mu_);
   return InWriteTxn([&]() -> Result<void> {
     SIGIL_ASSIGN_OR_RETURN(
@@ -221,11 +212,7 @@ Result<std::vector<NodeRecord>> SqliteStore::ListNodes() {
 
 Result<void> SqliteStore::PutBlob(const std::string& name, std::span<const uint8_t> bytes,
                                   std::span<const AuditEvent> audit) {
-  SIGIL_TRY(internal::ValidateKey("blob name", name, internal::kMaxNameBytes));
-  if (bytes.size() > internal::kMaxBlobBytes) {
-    return ResourceExhausted("store: blob " + name + " is larger than " +
-                             std::to_string(internal::kMaxBlobBytes) + " bytes");
-  }
+  SIGIL_TRY(internal::ValidateBlob(name, bytes.size()));
   std::lock_guard lock(mu_);
   return InWriteTxn([&]() -> Result<void> {
     SIGIL_TRY(PutBlobLocked(BlobWrite{name, {bytes.begin(), bytes.end()}, false}));

@@ -60,6 +60,10 @@ struct ResourceWrite {
   // If set, the write applies only when the stored version equals it (0 = must not
   // exist); otherwise the whole batch fails with Aborted naming kind/name and both versions.
   std::optional<uint64_t> expected_version{};
+  // An upsert whose spec equals the stored one normally changes nothing; with this set it
+  // still gets a new version and a change-log entry (a CredentialSource whose sealed secret
+  // changed, e.g. `sigil credential rotate`, so agents see the source change).
+  bool force_new_version = false;
 };
 
 struct WriteResult {
@@ -181,6 +185,12 @@ struct AuditFilter {
   std::optional<std::string> node{};
   std::optional<int64_t> pid{};
   std::optional<std::string> type{};
+  // Records whose details object has a top-level "binding" member equal to this
+  // (credential grants and denials, injections): `sigil audit --binding`. The database
+  // selects records containing `"binding":<name>` and the store keeps those where it is the
+  // top-level member, so `limit` may also count a record naming the binding only inside a
+  // nested object (none of Sigil's record types nest it).
+  std::optional<std::string> binding{};
   uint64_t after_seq = 0;     // paging: only records with seq > after_seq
   bool newest_first = false;  // with newest_first, after_seq is ignored
   uint32_t limit = 1000;      // capped at kMaxAuditQueryLimit

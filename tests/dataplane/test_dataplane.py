@@ -47,6 +47,22 @@ NS_A, NS_B = f"sgA{os.getpid()}", f"sgB{os.getpid()}"
 IP_A, IP_B = "10.77.0.1", "10.77.0.2"
 PORT = 8080
 LEGACY_PORT = 8082  # a permissive Service: plaintext and sigil/1 both accepted
+XFCC_PORT = 8083  # a mutual Service with peerIdentityForwarding: xfcc
+# An HTTP/1.1 keep-alive server that answers every GET with the x-forwarded-client-cert
+# fields it received, one per line.
+XFCC_ECHO = (
+    "import http.server,sys\n"
+    "class H(http.server.BaseHTTPRequestHandler):\n"
+    "    protocol_version='HTTP/1.1'\n"
+    "    def do_GET(self):\n"
+    "        b=''.join(v+'\\n' for v in self.headers.get_all('x-forwarded-client-cert') or [])\n"
+    "        b=(b or 'none\\n').encode()\n"
+    "        self.send_response(200)\n"
+    "        self.send_header('Content-Length',str(len(b)))\n"
+    "        self.end_headers()\n"
+    "        self.wfile.write(b)\n"
+    "    def log_message(self,*a): pass\n"
+    "http.server.ThreadingHTTPServer((sys.argv[1],int(sys.argv[2])),H).serve_forever()\n")
 PYTHON = os.path.realpath("/usr/bin/python3")
 CURL = os.path.realpath(shutil.which("curl") or "/usr/bin/curl")
 MARKER = b"sigil-plaintext-marker-" + os.urandom(8).hex().encode()
@@ -90,11 +106,20 @@ spec:
   identity: spiffe://{TD}/web
 ---
 apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: headers}}
+spec:
+  mode: mutual
+  addresses: ["{IP_B}:{XFCC_PORT}"]
+  identity: spiffe://{TD}/web
+  peerIdentityForwarding: xfcc
+---
+apiVersion: sigil.dev/v1alpha1
 kind: AccessPolicy
 metadata: {{name: client-to-web}}
 spec:
   sources: [spiffe://{TD}/client, spiffe://{TD}/probe]
-  destinations: [web, legacy]
+  destinations: [web, legacy, headers]
 """
 
 
@@ -124,7 +149,10 @@ class DataplaneTest(unittest.TestCase):
             cls._start_server()
             cls.cli("apply", "-f", "-", input=RESOURCES + cls._partner_resources())
             cls.ext_cgroup = cls._make_external_cgroup()
-            cls.agent_a = cls._start_agent("a", NS_A, ["--manage-cgroup", cls.ext_cgroup])
+            # Agent A takes the existing cgroup from its config file (--config).
+            config_a = cls.tmp / "agent-a.yaml"
+            config_a.write_text(f"manage-cgroup:\n  - {cls.ext_cgroup}\n")
+            cls.agent_a = cls._start_agent("a", NS_A, ["--config", config_a])
             cls.agent_b = cls._start_agent("b", NS_B)
             cls._start_web()
         except BaseException:
@@ -199,7 +227,7 @@ class DataplaneTest(unittest.TestCase):
                           "--join-token-file", token_file, "--data-dir", cls.tmp / f"agent-{name}",
                           "--socket", cls.tmp / f"agent-{name}.sock", "--node-name", f"host-{name}",
                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
-                          "--dataplane", "--cgroup-root", cls.tmp / "cgroup2",
+                          "--dataplane", "--cgroup-root", cls.tmp / "cgroup2", "--pool-idle", "1",
                           "--managed-cgroup", managed, *(extra or [])), f"sigil-agent-{name}")
         cls.peers.append(peer)
         addr = cls._wait_ready(peer, ready, f"agent {name}")
@@ -333,6 +361,9 @@ spec:
         legacy = Peer(cls.sigil_run(NS_B, cls.agent_b, PYTHON, "-m", "http.server", LEGACY_PORT,
                                     "--bind", IP_B, "--directory", www), "legacy")
         cls.peers.append(legacy)
+        xfcc = Peer(cls.sigil_run(NS_B, cls.agent_b, PYTHON, "-c", XFCC_ECHO, IP_B, XFCC_PORT),
+                    "xfcc-echo")
+        cls.peers.append(xfcc)
         # Agent B finds the listener (bind record), attests it and holds the web SVID; poll
         # through the real path until a managed client gets an answer.
         deadline = time.monotonic() + 30
@@ -429,7 +460,7 @@ spec:
                            capture_output=True, timeout=30)
         self.assertNotEqual(r.returncode, 0)
         self.assertEqual(r.stdout, b"")
-        self.agent_b.wait_for(r'dataplane\.enforce protected=\["web 10\.77\.0\.2:8080"\]',
+        self.agent_b.wait_for(r'dataplane\.enforce protected=\[[^]]*"web 10\.77\.0\.2:8080"',
                               timeout=5)
         after = self.metrics(self.agent_a, NS_A)
         self.assertEqual(after["sigil_dataplane_outbound_accepted_total"],
@@ -504,27 +535,41 @@ spec:
         self.agent_b.wait_for(r"dataplane\.inbound\.accepted.*spiffe://example\.org/probe",
                               timeout=5)
 
-    def test_07_sessions_resumed(self):
+    def test_07_pooled_streams_and_resumed_sessions(self):
+        # Workload connections ride as streams on pooled sigil/2 connections: many
+        # connections, at most one TLS connection per loop. After the pool's idle close
+        # (--pool-idle 1), the next pooled connection resumes the TLS session.
         before_a = self.metrics(self.agent_a, NS_A)
         before_b = self.metrics(self.agent_b, NS_B)
-        for _ in range(3):
-            run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "10",
-                               f"http://{IP_B}:{PORT}/hello.txt"))
+        def curl_three():
+            for _ in range(3):
+                run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "10",
+                                   f"http://{IP_B}:{PORT}/hello.txt"))
+        curl_three()
+        time.sleep(2.5)  # every pooled connection idles out
+        curl_three()
         after_a = self.metrics(self.agent_a, NS_A)
         after_b = self.metrics(self.agent_b, NS_B)
-        self.assertGreaterEqual(after_a["sigil_dataplane_outbound_resumed_total"]
-                                - before_a["sigil_dataplane_outbound_resumed_total"], 2,
-                                f"{after_a}\nagent A:\n{self.agent_a.output[-3000:]}\n"
-                                f"agent B:\n{self.agent_b.output[-3000:]}")
-        self.assertGreaterEqual(after_b["sigil_dataplane_inbound_resumed_total"]
-                                - before_b["sigil_dataplane_inbound_resumed_total"], 2)
+        delta = lambda after, before, name: after[name] - before[name]
+        info = (f"{after_a}\nagent A:\n{self.agent_a.output[-3000:]}\n"
+                f"agent B:\n{self.agent_b.output[-3000:]}")
+        self.assertEqual(delta(after_a, before_a, "sigil_dataplane_pool_streams_total"), 6, info)
+        self.assertEqual(delta(after_b, before_b, "sigil_dataplane_inbound_streams_total"), 6, info)
+        opened = delta(after_a, before_a, "sigil_dataplane_pool_connections_total")
+        self.assertGreaterEqual(opened, 2, info)  # one before and one after the idle close
+        self.assertLessEqual(opened, 4, info)     # at most one per loop (2) each time
+        self.assertEqual(delta(after_b, before_b, "sigil_dataplane_inbound_pooled_total"), opened)
+        self.assertGreaterEqual(delta(after_a, before_a, "sigil_dataplane_outbound_resumed_total"),
+                                1, info)
+        self.assertGreaterEqual(delta(after_b, before_b, "sigil_dataplane_inbound_resumed_total"), 1)
         self.assertEqual(after_a["sigil_dataplane_outbound_failed_total"],
                          before_a["sigil_dataplane_outbound_failed_total"])
-        # Both agents handed each connection's records to their own record layer (the
+        # Both agents handed each TLS connection's records to their own record layer (the
         # OpenSSL connection object freed after the handshake).
         for before, after in ((before_a, after_a), (before_b, after_b)):
-            self.assertGreaterEqual(after["sigil_dataplane_records_switched_total"]
-                                    - before["sigil_dataplane_records_switched_total"], 3)
+            self.assertGreaterEqual(delta(after, before, "sigil_dataplane_records_switched_total"),
+                                    opened)
+        self.agent_a.wait_for(r"dataplane\.outbound\.pooled_closed.*reason=\"idle\"", timeout=5)
 
     def test_08_large_transfer_intact(self):
         r = subprocess.run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "60",
@@ -590,6 +635,28 @@ spec:
         rules = run(netns(NS_B, "nft", "list", "table", "inet", "sigil_enforce")).stdout
         self.assertIn(f"dport {PORT}", rules)
         self.assertNotIn(f"dport {LEGACY_PORT}", rules)
+
+    def test_14_xfcc_header_carries_the_verified_identity(self):
+        # Two requests on one keep-alive connection, each with a forged header: the
+        # application sees exactly one x-forwarded-client-cert per request, written by
+        # agent B from the verified client SVID.
+        url = f"http://{IP_B}:{XFCC_PORT}/"
+        deadline = time.monotonic() + 15
+        while True:
+            r = subprocess.run(self.sigil_run(NS_A, self.agent_a, CURL, "-sS", "--max-time", "5",
+                                              "-H", "x-forwarded-client-cert: URI=spiffe://evil",
+                                              url, url),
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)  # until agent B holds the certificate for the new listener
+        self.assertEqual(r.returncode, 0, r.stderr)
+        lines = r.stdout.splitlines()
+        self.assertEqual(len(lines), 2, r.stdout)
+        for line in lines:
+            self.assertRegex(line, rf"^By=spiffe://{TD}/web;Hash=[0-9a-f]{{64}};"
+                                   rf"URI=spiffe://{TD}/client$")
+        self.assertNotIn("evil", r.stdout)
 
 
 if __name__ == "__main__":

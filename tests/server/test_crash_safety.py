@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import signal
 import subprocess
 import sys
 import threading
@@ -180,6 +181,17 @@ class CrashSafetyTest(helpers.InteropCase):
               f"elapsed={time.monotonic() - start:.1f}s", file=sys.stderr)
         server.proc.kill()
         server.wait_exit(timeout=10)
+
+    def test_sigterm_is_a_clean_exit(self):
+        # With --agent-listen off the agent API's change feed still runs; it used to read the
+        # control plane after shutdown had freed it (a segfault at every SIGTERM).
+        server = self.start_server(first=True)
+        run(self.cli_argv("apply", "-f", "-"), input=f"apiVersion: sigil.dev/v1alpha1\n"
+                 f"kind: WorkloadIdentity\nmetadata: {{name: term}}\n"
+                 f"spec: {{spiffeId: spiffe://{TD}/term, selectors: [\"unix:uid:0\"]}}\n")
+        server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(server.wait_exit(timeout=15), 0, server.output)
+        self.assertIn("server.stopped", server.output)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ Result<std::vector<core::Certificate>> ChainFromDer(const std::string& der) {
   return core::ParseCertificatesDer({reinterpret_cast<const uint8_t*>(der.data()), der.size()});
 }
 
+}  // namespace
+
 pb::AttestedProcess ToProto(const attest::AttestedProcess& p) {
   pb::AttestedProcess out;
   out.set_pid(p.pid);
@@ -40,8 +42,6 @@ pb::AttestedProcess ToProto(const attest::AttestedProcess& p) {
   for (auto& s : p.Selectors()) out.add_selectors(std::move(s));
   return out;
 }
-
-}  // namespace
 
 std::vector<MatchedIdentity> MatchIdentities(
     const std::vector<resources::WorkloadIdentitySpec>& identities, const std::string& node,
@@ -60,6 +60,7 @@ Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomai
       log_(log),
       trust_domain_(td),
       state_(std::move(td)),
+      grants_(*options_.clock),
       node_(std::move(node)) {
   svids_ = std::make_unique<SvidCache>(
       [this](const std::string& spiffe_id, std::span<const uint8_t> csr,
@@ -265,6 +266,7 @@ void Agent::SyncLoop() {
         ctx.TryCancel();
         break;
       }
+      grants_.OnSync(msg);  // a changed binding or source: its grants are fetched again
       {
         std::lock_guard lock(mu_);
         if (!synced_) log_.Info("sync.connected", {{"revision", msg.revision()}});
@@ -383,6 +385,7 @@ void Agent::RenewNodeSvidIfDue() {
 void Agent::MaintenanceLoop() {
   while (SleepFor(kMaintenanceInterval)) {
     RenewNodeSvidIfDue();
+    grants_.Sweep();  // expired credential grants: secrets freed (wiped) now, not on next use
     std::vector<Error> errors;
     auto identities = state_.identities();
     size_t changed = svids_->Maintain(*identities, &errors);

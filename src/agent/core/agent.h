@@ -4,9 +4,9 @@
 //
 // Threads: `sync` (the Sync stream; reconnects from the last revision with jittered
 // exponential backoff) and `maintenance` (node SVID renewal, workload SVID renewal, expiry
-// checks, once per second). Workload API calls run on gRPC's threads. While the server is
-// unreachable the agent keeps serving what it holds: cached SVIDs until they expire, the synced
-// WorkloadIdentity set and bundle.
+// checks, expired credential grants, once per second). Workload API calls run on gRPC's threads.
+// While the server is unreachable the agent keeps serving what it holds: cached SVIDs until they
+// expire, the synced WorkloadIdentity set and bundle.
 //
 // Lifecycle on disk: see node_state.h. First start needs a join token; later starts use the
 // stored node key and SVID. If the node SVID expired while the agent was down or cut off, the
@@ -28,6 +28,8 @@
 #include "agent/core/server_connection.h"
 #include "agent/core/svid_cache.h"
 #include "agent/core/synced_state.h"
+#include "agent/creds/binding_index.h"
+#include "agent/creds/grant_cache.h"
 #include "agent/workloadapi/workload_source.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -65,6 +67,9 @@ std::vector<MatchedIdentity> MatchIdentities(
     const std::vector<resources::WorkloadIdentitySpec>& identities, const std::string& node,
     const core::TrustDomain& trust_domain, uint32_t uid, const std::vector<std::string>& selectors);
 
+// The attested process as the agent API carries it (selectors included).
+sigil::agent::v1::AttestedProcess ToProto(const attest::AttestedProcess& process);
+
 class Agent final : public workloadapi::WorkloadSource {
  public:
   // Joins or restores, then starts the threads. Errors name what the operator must fix.
@@ -79,6 +84,21 @@ class Agent final : public workloadapi::WorkloadSource {
   void ReportEvent(sigil::agent::v1::AgentEvent event);
   // What the server synced (Services and AccessPolicies for the data plane, among others).
   const SyncedState& state() const { return state_; }
+
+  // Credentials (docs/agent.md, "Credential grants"). A grant of `binding` for `process`:
+  // from the GrantCache when one is held for an identity the process holds and the binding
+  // allows, else from the server's FetchCredential (which re-checks and audits grants and
+  // refusals; refusals are never cached). For a `svid-pem` file binding, the process's own
+  // X.509-SVID (source_type "x509-svid", the PKCS#8 key as the secret). Thread-safe; blocks
+  // for at most one server call (kServerCallTimeout). PermissionDenied/NotFound: refused.
+  Result<creds::CredentialGrantHandle> FetchCredential(const std::string& binding,
+                                                       const attest::AttestedProcess& process);
+  // The synced CredentialBindings, parsed (a snapshot; cheap when nothing changed).
+  std::shared_ptr<const creds::BindingSet> CredentialBindings() const;
+  // The identities `process` holds that `binding` allows, by the agent's synced view.
+  std::vector<std::string> BindingIdentities(const creds::BindingInfo& binding,
+                                             const attest::AttestedProcess& process) const;
+  size_t credential_grants_held() const { return grants_.size(); }
 
   // WorkloadSource
   Result<std::vector<workloadapi::X509SvidGrant>> X509Svids(
@@ -104,6 +124,10 @@ class Agent final : public workloadapi::WorkloadSource {
   void RenewNodeSvidIfDue();
   bool SleepFor(std::chrono::milliseconds d);  // false when stopping
   std::string RootsPem() const;
+  Result<std::shared_ptr<const creds::CredentialGrant>> CallFetchCredential(
+      const std::string& binding, const sigil::agent::v1::AttestedProcess& process);
+  Result<creds::CredentialGrantHandle> OwnSvidGrant(const std::string& binding,
+                                                    const attest::AttestedProcess& process);
 
   const AgentOptions options_;
   Logger& log_;
@@ -111,6 +135,8 @@ class Agent final : public workloadapi::WorkloadSource {
   SyncedState state_;
   std::unique_ptr<SvidCache> svids_;
   std::unique_ptr<EventReporter> reporter_;
+  creds::GrantCache grants_;
+  mutable creds::BindingIndex bindings_;
 
   mutable std::mutex mu_;
   NodeState node_;                                  // guarded by mu_ (credential fields)

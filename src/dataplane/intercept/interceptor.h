@@ -1,13 +1,18 @@
-// Interceptor: loads the eBPF connection-interception programs (src/dataplane/bpf/), attaches
-// them to managed cgroup v2 directories, and answers "who really opened this connection, and
-// where did it want to go?" for connections the agent accepts on its outbound listener.
+// Interceptor: what the proxy asks "who really opened this connection, and where did it want
+// to go?" for connections it accepts on its outbound listener, and "which managed process
+// serves this port?" for the inbound side. Two implementations:
 //
-// Flow: a managed process connect()s to D; cgroup/connect4|6 records (D, pid, uid, gid,
-// cgroup) and rewrites the destination to the agent's listener; when the connection is
-// established the record is indexed by the client's local (address, port); the agent
-// accept()s, calls getpeername() on the accepted socket and passes that to Lookup(). Records
-// are removed when the client socket closes, so the agent must look up right after accept():
-// a client that has already fully closed has no record (fail closed: reject the connection).
+//  * BpfInterceptor (bpf_interceptor.h): cgroup/connect4|6 + sockops programs record the
+//    caller at connect() time and rewrite the destination. Exact attribution (pid, tid, uid
+//    of the connect() call itself). The default.
+//  * NftInterceptor (nft_interceptor.h): an nftables `dnat` in the output hook for sockets of
+//    managed cgroups (`socket cgroupv2`), the original destination from SO_ORIGINAL_DST, the
+//    process found afterwards through sock_diag (socket cgroup and inode) and /proc. The
+//    fallback where the BPF programs cannot be loaded or attached; weaker, see
+//    docs/dataplane.md ("nftables fallback").
+//
+// Either way, the agent must look up right after accept(): a client that has already fully
+// closed cannot be attributed (fail closed: reject the connection).
 #pragma once
 
 #include <netinet/in.h>
@@ -16,16 +21,10 @@
 #include <unistd.h>
 
 #include <cstdint>
-#include <map>
-#include <memory>
 #include <optional>
 #include <string>
-#include <vector>
 
 #include "common/result.h"
-
-struct intercept_bpf;  // generated skeleton (intercept.skel.h)
-struct bpf_link;
 
 namespace sigil::dataplane {
 
@@ -46,15 +45,15 @@ struct InterceptConfig {
 struct OriginalConnection {
   sockaddr_storage original_dst{};  // sockaddr_in or sockaddr_in6 (ports in network order)
   pid_t tgid = 0;
-  pid_t tid = 0;
+  pid_t tid = 0;  // nftables: not known, equals tgid
   uid_t uid = 0;
   gid_t gid = 0;
   uint64_t cgroup_id = 0;
-  uint64_t cookie = 0;  // socket cookie of the client socket
+  uint64_t cookie = 0;  // BPF: socket cookie of the client socket; nftables: its inode
 };
 
-// The managed process that last bound a TCP port. A hint: it may be stale (the process exited,
-// the bind failed after the hook ran, or the entry was evicted); re-verify before trusting it.
+// The managed process that bound (BPF) or holds (nftables) a listening TCP port. A hint: it
+// may be stale (the process exited, or the entry was evicted); re-verify before trusting it.
 struct ListenerOwner {
   pid_t tgid = 0;
   uid_t uid = 0;
@@ -62,8 +61,10 @@ struct ListenerOwner {
   uint64_t cgroup_id = 0;
 };
 
+// Counters for /metrics. Each implementation fills what it can know; the rest stay 0.
 struct InterceptCounters {
-  uint64_t redirected = 0;
+  uint64_t redirected = 0;  // connects redirected (BPF program / nftables rule counter)
+  // BPF only:
   uint64_t skipped_agent = 0;
   uint64_t skipped_loopback = 0;
   uint64_t update_failures = 0;  // map updates that failed (a failed connect record -> EPERM)
@@ -72,56 +73,39 @@ struct InterceptCounters {
   uint64_t skipped_inbound = 0;  // destination port == inbound_port
   uint64_t skipped_self = 0;     // destination == the redirect address itself
   uint64_t listeners = 0;        // TCP binds recorded
+  // nftables only (attribution happens in user space, after accept()):
+  uint64_t lookups = 0;          // Lookup() calls
+  uint64_t lookup_failures = 0;  // Lookup() calls that returned an error (refused)
+  uint64_t lookup_micros = 0;    // total time spent in Lookup(), for its mean cost
 };
 
 class Interceptor {
  public:
-  // Loads the programs and maps, stores `config` and enables interception. Nothing is
-  // intercepted until Attach().
-  static Result<std::unique_ptr<Interceptor>> Load(const InterceptConfig& config);
-
-  ~Interceptor();  // detaches everything it attached
+  virtual ~Interceptor() = default;
+  Interceptor() = default;
   Interceptor(const Interceptor&) = delete;
   Interceptor& operator=(const Interceptor&) = delete;
 
-  // Attaches all programs to the cgroup v2 directory (and so to its descendants). Attaching a
-  // directory that is already attached is a no-op.
-  Result<void> Attach(const std::string& cgroup_dir);
-  // Detaches from a directory previously attached; NotFound if it was not.
-  Result<void> Detach(const std::string& cgroup_dir);
+  // "bpf" or "nftables" (logs, metrics).
+  virtual const char* method() const = 0;
 
-  // Turns interception on or off without detaching (while off, connects pass untouched).
-  Result<void> SetEnabled(bool enabled);
+  // Intercepts TCP connects of every process in the cgroup v2 directory and below. Attaching
+  // a directory that is already attached is a no-op.
+  virtual Result<void> Attach(const std::string& cgroup_dir) = 0;
+  // Stops intercepting a directory previously attached; NotFound if it was not.
+  virtual Result<void> Detach(const std::string& cgroup_dir) = 0;
 
-  // After accept(): `peer` is the accepted socket's getpeername() (the client's local address
-  // and port). NotFound if no intercepted connection has that address.
-  Result<OriginalConnection> Lookup(const sockaddr_storage& peer) const;
+  // After accept(): `accepted_fd` is the accepted socket and `peer` its getpeername() (the
+  // client's local address and port). NotFound if the connection was not intercepted by us;
+  // any error means the connection must be refused. Safe to call from several threads.
+  virtual Result<OriginalConnection> Lookup(int accepted_fd,
+                                            const sockaddr_storage& peer) const = 0;
 
-  // The managed process that bound TCP `port`. For AF_INET, an AF_INET6 entry is returned when
-  // there is no AF_INET one (a dual-stack IPv6 socket also serves IPv4).
-  std::optional<ListenerOwner> LookupListener(int family, uint16_t port) const;
+  // The managed process serving TCP `port`. For AF_INET, an IPv6 listener that also takes
+  // IPv4 is returned when there is no IPv4 one.
+  virtual std::optional<ListenerOwner> LookupListener(int family, uint16_t port) const = 0;
 
-  InterceptCounters Counters() const;  // summed over CPUs
-  size_t TrackedConnections() const;   // entries in by_cookie (for leak tests)
-  size_t TrackedTuples() const;        // entries in by_tuple (for leak tests)
-
- private:
-  struct LinkDeleter {
-    void operator()(bpf_link* link) const;
-  };
-  using LinkPtr = std::unique_ptr<bpf_link, LinkDeleter>;
-  struct Attachment {
-    std::string dir;
-    std::vector<LinkPtr> links;
-  };
-
-  Interceptor() = default;
-  Result<void> WriteConfig();
-
-  intercept_bpf* skel_ = nullptr;
-  uint32_t config_flags_ = 0;
-  InterceptConfig config_;
-  std::map<uint64_t, Attachment> attached_;  // by cgroup id, so path spellings do not matter
+  virtual InterceptCounters Counters() const = 0;
 };
 
 }  // namespace sigil::dataplane

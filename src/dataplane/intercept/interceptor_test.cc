@@ -1,7 +1,7 @@
 // End-to-end tests of the interceptor: real BPF programs attached to a real cgroup, real
 // processes and sockets. Each test runs in a network namespace of its own (so fixed ports are
 // fine and nothing reaches the host network) with a per-test managed cgroup.
-#include "dataplane/intercept/interceptor.h"
+#include "dataplane/intercept/bpf_interceptor.h"
 
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
@@ -142,7 +142,7 @@ class InterceptTest : public ::testing::Test {
 
   // Loads with `config` and attaches to the test cgroup.
   void LoadAndAttach(const InterceptConfig& config) {
-    Result<std::unique_ptr<Interceptor>> loaded = Interceptor::Load(config);
+    Result<std::unique_ptr<BpfInterceptor>> loaded = BpfInterceptor::Load(config);
     ASSERT_OK(loaded);
     interceptor_ = std::move(*loaded);
     ASSERT_OK(interceptor_->Attach(dir_));
@@ -192,7 +192,7 @@ class InterceptTest : public ::testing::Test {
   uint64_t cgroup_id_ = 0;
   OwnedFd proxy_;
   OwnedFd server_;
-  std::unique_ptr<Interceptor> interceptor_;
+  std::unique_ptr<BpfInterceptor> interceptor_;
   std::deque<Child> children_;  // deque: references stay valid on push_back
 };
 
@@ -584,7 +584,7 @@ TEST_F(InterceptTest, ErrorsNameTheFailingThing) {
   EXPECT_NE(bad.error().message().find("/nonexistent/sigil-cgroup"), std::string::npos)
       << bad.error().message();
   InterceptConfig no_redirect;
-  Result<std::unique_ptr<Interceptor>> invalid = Interceptor::Load(no_redirect);
+  Result<std::unique_ptr<BpfInterceptor>> invalid = BpfInterceptor::Load(no_redirect);
   ASSERT_FALSE(invalid.ok());
   EXPECT_EQ(invalid.error().code(), ErrorCode::kInvalidArgument);
   sockaddr_storage unix_peer{};

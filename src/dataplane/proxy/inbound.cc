@@ -6,11 +6,15 @@
 // Server certificates: for every inbound Service (mutual, permissive) the refresher finds the
 // managed process listening on the service's port (the BPF bind record), attests it and holds
 // an SVID for the Service's identity on its behalf. The SNI names the port.
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <cstring>
 #include <set>
+#include <span>
 
+#include "common/encoding.h"
 #include "dataplane/protocol/proxy_v2.h"
 #include "dataplane/proxy/proxy_impl.h"
 #include "dataplane/proxy/svid_tls.h"
@@ -18,18 +22,14 @@
 namespace sigil::dataplane {
 namespace {
 
-struct Inbound {
-  std::unique_ptr<Endpoint> client;
-  Destination local;   // the address the client dialled (our side of the TCP connection)
-  Destination remote;  // the client agent's address
-  std::string source_id;
-  std::optional<uint16_t> sni_port;
-  std::string leftover;  // bytes after the request line
-
-  nlohmann::json Fields() const {
-    return {{"peer", remote.str()}, {"identity", source_id}, {"local", local.str()}};
-  }
-};
+std::string LeafSha256Hex(SSL* ssl) {
+  X509* leaf = SSL_get0_peer_certificate(ssl);
+  if (leaf == nullptr) return "";
+  unsigned char md[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  if (X509_digest(leaf, EVP_sha256(), md, &len) != 1) return "";
+  return HexEncode(std::span<const uint8_t>(md, len));
+}
 
 Result<Destination> SocketAddress(int fd, bool peer) {
   sockaddr_storage addr{};
@@ -50,6 +50,37 @@ SSL_CTX* Proxy::Impl::InboundContextFor(std::optional<uint16_t> port) {
   }
   // No SNI: only unambiguous when this node serves exactly one inbound service.
   return inbound_ctx.size() == 1 ? inbound_ctx.begin()->second.get() : nullptr;
+}
+
+InboundDecision Proxy::Impl::DecideInbound(const Inbound& c, const core::SpiffeId& source,
+                                           const Destination& dst) {
+  if (c.sni_port && *c.sni_port != dst.port) {
+    return {400, "request port differs from the SNI port", nullptr, nullptr};
+  }
+  // Only the address the client dialled: the agent is not an open relay.
+  if (dst.family != c.local.family || dst.ip != c.local.ip) {
+    return {421, dst.str() + " is not an address of this node's connection", nullptr, nullptr};
+  }
+  auto policy = host.Policy();
+  const CompiledService* service = policy->MatchInbound(dst);
+  if (service == nullptr) return {421, "no inbound service at " + dst.str(), nullptr, nullptr};
+  const AccessDecision d = policy->Authorize(source, *service);
+  if (!d.allowed) return {403, d.reason, nullptr, nullptr};
+  return {200, "OK", service, std::move(policy)};
+}
+
+void Proxy::Impl::AuditInboundRefusal(const Inbound& c, int code, const std::string& reason) {
+  if (code == 403) counters.inbound_denied++;
+  host.Audit(code == 403 ? "dataplane.denied" : "dataplane.refused", c.source_id, 0, "",
+             {{"side", "inbound"},
+              {"peer", c.remote.str()},
+              {"local", c.local.str()},
+              {"code", code},
+              {"reason", reason}});
+  nlohmann::json f = c.Fields();
+  f["code"] = code;
+  f["reason"] = reason;
+  log.Warn(code == 403 ? "dataplane.inbound.denied" : "dataplane.inbound.refused", f);
 }
 
 void Proxy::Impl::RefreshInboundCertificates() {
@@ -166,8 +197,15 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
         if (SSL_session_reused((*ep)->ssl()) == 1) counters.inbound_resumed++;
         c->client = std::move(*ep);
         c->source_id = peer->str();
+        c->peer_cert_sha256 = LeafSha256Hex(c->client->ssl());
         if (const char* sni = SSL_get_servername(c->client->ssl(), TLSEXT_NAMETYPE_host_name)) {
           c->sni_port = PortFromSni(sni);
+        }
+        const unsigned char* alpn = nullptr;
+        unsigned int alpn_len = 0;
+        SSL_get0_alpn_selected(c->client->ssl(), &alpn, &alpn_len);
+        if (std::string_view(reinterpret_cast<const char*>(alpn), alpn_len) == mux::kAlpn2) {
+          return ServeInboundMux(loop, c, *check->verified);
         }
         AsyncReadMessage(
             loop, *c->client, kMaxLineBytes, options.handshake_timeout,
@@ -179,18 +217,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
             [this, &loop, c,
              source = *check->verified](Result<std::pair<std::string, std::string>> m) {
               auto refuse = [this, &loop, c](int code, const std::string& reason) {
-                if (code == 403) counters.inbound_denied++;
-                host.Audit(code == 403 ? "dataplane.denied" : "dataplane.refused", c->source_id, 0,
-                           "",
-                           {{"side", "inbound"},
-                            {"peer", c->remote.str()},
-                            {"local", c->local.str()},
-                            {"code", code},
-                            {"reason", reason}});
-                nlohmann::json f = c->Fields();
-                f["code"] = code;
-                f["reason"] = reason;
-                log.Warn(code == 403 ? "dataplane.inbound.denied" : "dataplane.inbound.refused", f);
+                AuditInboundRefusal(*c, code, reason);
                 AsyncWriteAll(loop, *c->client, EncodeReply(code, reason),
                               options.handshake_timeout, [c](Result<void>) {
                                 c->client->ShutdownWrite();
@@ -202,18 +229,14 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
                 return refuse(400, m.ok() ? "malformed request" : m.error().message());
               }
               c->leftover = std::move(m->second);
-              if (c->sni_port && *c->sni_port != dst.port) {
-                return refuse(400, "request port differs from the SNI port");
+              InboundDecision d = DecideInbound(*c, source, dst);
+              if (d.code != 200) return refuse(d.code, d.reason);
+              const CompiledService* service = d.service;
+              if (service->forwarding == PeerForwarding::kXfcc) {
+                // The header is added per HTTP request by the pooled path's filter; a sigil/1
+                // connection is relayed as raw bytes, so it cannot carry one.
+                return refuse(501, "x-forwarded-client-cert forwarding needs sigil/2 (pooled)");
               }
-              // Only the address the client dialled: the agent is not an open relay.
-              if (dst.family != c->local.family || dst.ip != c->local.ip) {
-                return refuse(421, dst.str() + " is not an address of this node's connection");
-              }
-              auto policy = host.Policy();
-              const CompiledService* service = policy->MatchInbound(dst);
-              if (service == nullptr) return refuse(421, "no inbound service at " + dst.str());
-              const AccessDecision d = policy->Authorize(source, *service);
-              if (!d.allowed) return refuse(403, d.reason);
               std::string prefix;
               if (service->forwarding == PeerForwarding::kProxyV2) {
                 prefix = EncodeProxyV2(c->remote, dst, c->source_id);

@@ -19,28 +19,6 @@ nlohmann::json With(nlohmann::json fields, const nlohmann::json& extra) {
 
 }  // namespace
 
-// Everything one outbound connection carries through its asynchronous steps.
-struct Outbound {
-  OwnedFd workload;
-  OriginalConnection origin;
-  Destination dst;
-  std::shared_ptr<const NodePolicy> policy;  // keeps `service` alive
-  const CompiledService* service = nullptr;
-  std::string source_id;  // the workload's SPIFFE ID (mutual)
-  std::string exe;
-  std::unique_ptr<Endpoint> upstream;
-
-  nlohmann::json Fields() const {
-    nlohmann::json f = {{"pid", origin.tgid},
-                        {"uid", origin.uid},
-                        {"dst", dst.str()},
-                        {"service", service ? service->name : ""}};
-    if (!exe.empty()) f["exe"] = exe;
-    if (!source_id.empty()) f["identity"] = source_id;
-    return f;
-  }
-};
-
 Result<std::shared_ptr<SSL_CTX>> Proxy::Impl::ClientContext(
     const agent::workloadapi::X509SvidGrant& grant) {
   const std::string key = SvidKey(grant);
@@ -116,27 +94,29 @@ Result<std::shared_ptr<SSL_CTX>> Proxy::Impl::UpstreamContext(const CompiledServ
   return shared;
 }
 
-// simple: server-authenticated TLS from the agent to the service (the workload speaks
-// plaintext). The name checked is spec.tls.sni, or the IP dialled when there is none.
-void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
+// Server-authenticated TLS from the agent to the service's upstream (simple and inject: the
+// workload speaks plaintext). The name checked is spec.tls.sni, or the IP dialled when there
+// is none. Failures are logged and counted; `done` gets the error.
+void Proxy::Impl::ConnectUpstreamTls(EventLoop& loop, std::shared_ptr<Outbound> c,
+                                     std::function<void(Result<std::unique_ptr<Endpoint>>)> done) {
   auto ctx = UpstreamContext(*c->service);
   if (!ctx.ok()) {
     counters.outbound_failed++;
     log.Warn("dataplane.outbound.refused",
              With(c->Fields(), {{"step", "tls"}, {"error", ctx.error().message()}}));
-    return AbortSocket(std::move(c->workload));
+    return done(ctx.error());
   }
   Destination upstream = c->dst;
   if (c->service->tls.port != 0) upstream.port = c->service->tls.port;
   AsyncConnect(
       loop, upstream.ToSockaddr(), options.connect_timeout,
-      [this, &loop, c, upstream, client = *ctx](Result<OwnedFd> up) {
+      [this, &loop, c, upstream, client = *ctx, done](Result<OwnedFd> up) {
         if (!up.ok()) {
           counters.outbound_failed++;
           log.Warn(
               "dataplane.outbound.connect_failed",
               With(c->Fields(), {{"upstream", upstream.str()}, {"error", up.error().message()}}));
-          return AbortSocket(std::move(c->workload));
+          return done(up.error());
         }
         SslPtr ssl(SSL_new(client.get()));
         const UpstreamTls& tls = c->service->tls;
@@ -150,27 +130,48 @@ void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
                                     upstream.family == AF_INET6 ? 16 : 4);
         }
         SSL_set_connect_state(ssl.get());
-        AsyncTlsHandshake(
-            loop, std::move(*up), std::move(ssl), options.handshake_timeout,
-            [this, &loop, c, upstream](Result<std::unique_ptr<Endpoint>> ep) {
-              if (!ep.ok()) {
-                counters.outbound_failed++;
-                log.Warn("dataplane.outbound.handshake_failed",
-                         With(c->Fields(),
-                              {{"upstream", upstream.str()}, {"error", ep.error().message()}}));
-                return AbortSocket(std::move(c->workload));
-              }
-              StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)), std::move(*ep), "",
-                                "", "simple " + c->dst.str() + " -> " + upstream.str());
-            });
+        AsyncTlsHandshake(loop, std::move(*up), std::move(ssl), options.handshake_timeout,
+                          [this, c, upstream, done](Result<std::unique_ptr<Endpoint>> ep) {
+                            if (!ep.ok()) {
+                              counters.outbound_failed++;
+                              log.Warn("dataplane.outbound.handshake_failed",
+                                       With(c->Fields(), {{"upstream", upstream.str()},
+                                                          {"error", ep.error().message()}}));
+                            }
+                            done(std::move(ep));
+                          });
       });
+}
+
+void Proxy::Impl::OriginateTls(EventLoop& loop, std::shared_ptr<Outbound> c) {
+  ConnectUpstreamTls(loop, c, [this, &loop, c](Result<std::unique_ptr<Endpoint>> ep) {
+    if (!ep.ok()) return AbortSocket(std::move(c->workload));
+    const std::string what = "simple " + c->dst.str();
+    StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)), std::move(*ep), "", "", what);
+  });
 }
 
 void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
   sockaddr_storage peer{};
   socklen_t len = sizeof peer;
   if (::getpeername(fd.get(), reinterpret_cast<sockaddr*>(&peer), &len) != 0) return;
-  auto origin = interceptor.Lookup(peer);
+  if (lookup_blocks) {
+    // The nftables backend scans /proc to find the socket's owner: never on an event loop.
+    auto held = std::make_shared<OwnedFd>(std::move(fd));
+    workers->Submit([this, &loop, held, peer] {
+      auto origin =
+          std::make_shared<Result<OriginalConnection>>(interceptor.Lookup(held->get(), peer));
+      loop.Post([this, &loop, held, origin] {
+        ContinueOutbound(loop, std::move(*held), std::move(*origin));
+      });
+    });
+    return;
+  }
+  auto origin = interceptor.Lookup(fd.get(), peer);
+  ContinueOutbound(loop, std::move(fd), std::move(origin));
+}
+
+void Proxy::Impl::ContinueOutbound(EventLoop& loop, OwnedFd fd, Result<OriginalConnection> origin) {
   if (!origin.ok()) {
     // Not redirected by us (a direct connection to the listener, or a client that closed
     // before we accepted): nothing to attribute it to, so refuse.
@@ -229,13 +230,8 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
       counters.outbound_simple++;
       return OriginateTls(loop, c);
     case ServiceMode::kInject:
-      counters.outbound_failed++;
-      log.Warn("dataplane.outbound.unsupported",
-               With(c->Fields(),
-                    {{"mode", ServiceModeName(mode)},
-                     {"reason", "this agent does not originate " +
-                                    std::string(ServiceModeName(mode)) + " connections yet"}}));
-      return AbortSocket(std::move(c->workload));
+      counters.outbound_inject++;
+      return OriginateInject(loop, c);
   }
 
   // mutual: attest and fetch the process's SVID off the loop.
@@ -275,6 +271,12 @@ void Proxy::Impl::HandleOutbound(EventLoop& loop, OwnedFd fd) {
     // different identities never share a session (docs/dataplane.md).
     const std::string session_key =
         SvidKey(*grant) + "|" + agent_addr.str() + "|" + std::to_string(c->dst.port);
+    if (options.pool) {
+      loop.Post([this, &loop, c, client, check, agent_addr, session_key] {
+        OpenPooled(loop, c, client, check, agent_addr, session_key);
+      });
+      return;
+    }
     check->on_session = [this, session_key](SSL_SESSION* s) { StoreSession(session_key, s); };
     loop.Post([this, &loop, c, client, check, agent_addr, session_key] {
       AsyncConnect(

@@ -129,10 +129,23 @@ void Proxy::Impl::Accept(int listener, bool inbound_side) {
 }
 
 void Proxy::Impl::SwitchRecordLayer(Endpoint& ep) {
-  if (auto r = ep.SwitchToRecords(); r.ok()) {
-    counters.records_switched++;
-  } else {
-    counters.records_kept_openssl++;
+  // Kernel TLS where the kernel has the tls ULP (the relay then splices), else our own record
+  // layer, else OpenSSL keeps the connection.
+  std::string why;
+  switch (MoveRecordLayer(ep, KernelTlsAvailable(), &why)) {
+    case RecordPath::kKernelTls:
+      counters.records_ktls++;
+      break;
+    case RecordPath::kRecords:
+      counters.records_switched++;
+      break;
+    case RecordPath::kOpenSsl:
+      counters.records_kept_openssl++;
+      break;
+    case RecordPath::kFailed:  // the endpoint was reset; the relay reports the closed socket
+      counters.records_kept_openssl++;
+      log.Warn("dataplane.ktls.failed", {{"error", why}});
+      break;
   }
 }
 
@@ -194,8 +207,16 @@ ProxyCounters Proxy::Counters() const {
   out.outbound_resumed = c.outbound_resumed;
   out.inbound_resumed = c.inbound_resumed;
   out.outbound_simple = c.outbound_simple;
+  out.outbound_inject = c.outbound_inject;
+  out.inject_requests = c.inject_requests;
+  out.inject_refused = c.inject_refused;
   out.records_switched = c.records_switched;
   out.records_kept_openssl = c.records_kept_openssl;
+  out.records_ktls = c.records_ktls;
+  out.pool_connections = c.pool_connections;
+  out.pool_streams = c.pool_streams;
+  out.inbound_pooled = c.inbound_pooled;
+  out.inbound_streams = c.inbound_streams;
   return out;
 }
 
@@ -206,6 +227,7 @@ Result<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options, ProxyHost& hos
                                             Interceptor& interceptor, Logger& log) {
   auto impl = std::make_unique<Impl>(std::move(options), host, interceptor, log);
   Impl& s = *impl;
+  s.lookup_blocks = std::string_view(interceptor.method()) == "nftables";
   sockaddr_storage bound{};
   SIGIL_ASSIGN_OR_RETURN(s.outbound4, Listen("outbound listener", s.options.outbound_v4, &bound));
   std::memcpy(&s.outbound4_addr, &bound, sizeof s.outbound4_addr);
@@ -247,6 +269,9 @@ Result<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options, ProxyHost& hos
   if (n == 0) n = std::max<size_t>(1, std::thread::hardware_concurrency());
   SIGIL_ASSIGN_OR_RETURN(s.loops, LoopGroup::Start(n));
   s.workers = std::make_unique<WorkerPool>(std::max<size_t>(1, s.options.workers));
+  for (size_t i = 0; i < s.loops->size(); ++i) {
+    s.pools.emplace(&s.loops->at(i), std::make_unique<LoopPool>());
+  }
 
   // Listeners live on loop 0; accepted connections are spread over all loops.
   EventLoop& first = s.loops->at(0);
@@ -278,7 +303,9 @@ Result<std::unique_ptr<Proxy>> Proxy::Start(ProxyOptions options, ProxyHost& hos
             {"outbound_v6", s.options.outbound_v6},
             {"inbound_port", s.inbound_port},
             {"loops", n},
-            {"ktls", KernelTlsAvailable() ? "available" : "unavailable (user-space relay)"}});
+            {"pool", s.options.pool},
+            {"ktls", KernelTlsAvailable() ? "available (kernel TLS records, splice relay)"
+                                          : "unavailable (user-space record layer and relay)"}});
   return std::unique_ptr<Proxy>(new Proxy(std::move(impl)));
 }
 

@@ -16,6 +16,7 @@
 
 #include <netinet/in.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -32,6 +33,29 @@
 
 namespace sigil::dataplane {
 
+// inject Services (issue 6): how a CredentialBinding adds its credential to each request.
+struct InjectBinding {
+  std::string name;
+  enum class Kind { kHeader, kSigV4 } kind = Kind::kHeader;
+  std::string header_name;      // kHeader
+  std::string header_template;  // kHeader: exactly one {{secret}}
+  std::string region;           // kSigV4
+  std::string aws_service;      // kSigV4
+};
+
+// A credential granted to one process for one binding, as the proxy uses it. The secret parts
+// are reachable only inside WithSecret (views valid during the call).
+class InjectCredential {
+ public:
+  virtual ~InjectCredential() = default;
+  virtual const std::string& spiffe_id() const = 0;
+  virtual std::string attribute(std::string_view name) const = 0;  // "accessKeyId" (aws)
+  // Still what the agent would grant now: not expired, source and binding unchanged.
+  virtual bool current() const = 0;
+  virtual void WithSecret(const std::function<void(std::string_view secret,
+                                                   std::string_view session_token)>& fn) const = 0;
+};
+
 // What the proxy needs from the agent. Implementations must be thread-safe; the proxy calls
 // Attest and Svids from worker threads (they may block), Bundles and Policy from any thread.
 class ProxyHost {
@@ -46,6 +70,13 @@ class ProxyHost {
   // "dataplane.refused"); must not block.
   virtual void Audit(const std::string& type, const std::string& identity, int64_t pid,
                      const std::string& exe, const nlohmann::json& details) = 0;
+  // inject: the header/sigv4 bindings of Service `service` that `process` may use (by the
+  // agent's synced view; the server checks again when granting), sorted by name.
+  virtual std::vector<InjectBinding> InjectBindings(const agent::attest::AttestedProcess& process,
+                                                    const std::string& service) = 0;
+  // May block (a server call); PermissionDenied/NotFound when refused.
+  virtual Result<std::shared_ptr<const InjectCredential>> FetchInjectCredential(
+      const std::string& binding, const agent::attest::AttestedProcess& process) = 0;
 };
 
 struct ProxyOptions {
@@ -62,6 +93,12 @@ struct ProxyOptions {
   bool enforce = true;
   // How often inbound certificates are refreshed (also on every policy change).
   std::chrono::milliseconds inbound_refresh{2000};
+  // mutual: carry workload connections as streams of pooled sigil/2 connections, one per
+  // (source SVID, peer agent, port) per loop, instead of one sigil/1 handshake each
+  // (docs/dataplane.md, "Pooled connections").
+  bool pool = true;
+  uint32_t pool_max_streams = 256;                                // per pooled connection
+  std::chrono::milliseconds pool_idle{std::chrono::seconds(60)};  // closed after this long unused
 };
 
 struct ProxyCounters {
@@ -72,8 +109,14 @@ struct ProxyCounters {
   uint64_t active_relays = 0;
   uint64_t outbound_resumed = 0, inbound_resumed = 0;  // TLS sessions resumed
   uint64_t outbound_simple = 0;                        // TLS originated to simple Services
+  uint64_t outbound_inject = 0;                        // connections to inject Services
+  uint64_t inject_requests = 0;                        // requests forwarded with a credential added
+  uint64_t inject_refused = 0;  // requests answered by the agent with an HTTP error
   // sigil/1 connections whose record layer moved from OpenSSL to our own (or stayed).
   uint64_t records_switched = 0, records_kept_openssl = 0;
+  uint64_t records_ktls = 0;  // ... moved to kernel TLS instead (relayed with splice)
+  // sigil/2: pooled connections opened (outbound) / accepted (inbound), streams carried.
+  uint64_t pool_connections = 0, pool_streams = 0, inbound_pooled = 0, inbound_streams = 0;
 };
 
 class Proxy {

@@ -11,6 +11,7 @@
 #include "common/clock.h"
 #include "core/x509_svid.h"
 #include "dataplane/ktls/ktls.h"
+#include "dataplane/protocol/mux_frame.h"
 #include "dataplane/protocol/preamble.h"
 
 namespace sigil::dataplane {
@@ -129,18 +130,25 @@ int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
 
 int SelectAlpn(SSL*, const unsigned char** out, unsigned char* outlen, const unsigned char* in,
                unsigned int inlen, void*) {
-  // `in` is a list of length-prefixed protocol names; accept only sigil/1.
+  // `in` is a list of length-prefixed protocol names: sigil/2 (pooled) when offered, else
+  // sigil/1; nothing else.
+  const unsigned char* v1 = nullptr;
   for (unsigned int i = 0; i < inlen;) {
     const unsigned int len = in[i];
     if (i + 1 + len > inlen) break;
-    if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == kAlpn) {
+    const std::string_view name(reinterpret_cast<const char*>(in + i + 1), len);
+    if (name == mux::kAlpn2) {
       *out = in + i + 1;
       *outlen = static_cast<unsigned char>(len);
       return SSL_TLSEXT_ERR_OK;
     }
+    if (name == kAlpn) v1 = in + i + 1;
     i += 1 + len;
   }
-  return SSL_TLSEXT_ERR_ALERT_FATAL;
+  if (v1 == nullptr) return SSL_TLSEXT_ERR_ALERT_FATAL;
+  *out = v1;
+  *outlen = static_cast<unsigned char>(kAlpn.size());
+  return SSL_TLSEXT_ERR_OK;
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "dataplane/relay/ktls_endpoint.h"
 #include "dataplane/relay/record_endpoint.h"
 
 namespace sigil::dataplane {
@@ -63,7 +64,7 @@ Result<std::unique_ptr<Endpoint>> Endpoint::Records(OwnedFd fd, ktls::TrafficKey
 
 Result<void> Endpoint::SwitchToRecords() {
   if (!fd_.valid()) return FailedPrecondition("records switch: endpoint closed");
-  if (records_) return FailedPrecondition("records switch: already switched");
+  if (records_ || ktls_) return FailedPrecondition("records switch: already switched");
   if (!ssl_) return FailedPrecondition("records switch: not a TLS endpoint");
   if (tls_shutdown_sent_) return FailedPrecondition("records switch: close_notify already sent");
   SIGIL_ASSIGN_OR_RETURN(ktls::TrafficKeys keys, ktls::ExportTrafficKeys(ssl_.get()));
@@ -76,6 +77,51 @@ Result<void> Endpoint::SwitchToRecords() {
   SSL_set_shutdown(ssl_.get(), SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   ssl_.reset();
   return Ok();
+}
+
+Result<void> Endpoint::SwitchToKernelTls() {
+  if (!fd_.valid()) return FailedPrecondition("ktls switch: endpoint closed");
+  if (records_ || ktls_) return FailedPrecondition("ktls switch: already switched");
+  if (!ssl_) return FailedPrecondition("ktls switch: not a TLS endpoint");
+  if (tls_shutdown_sent_) return FailedPrecondition("ktls switch: close_notify already sent");
+  Result<std::unique_ptr<KernelTlsLayer>> layer = KernelTlsLayer::Enable(fd_.get(), ssl_.get());
+  if (!layer.ok()) {
+    // Internal: half a kernel configuration (or none) on a socket whose keys are gone.
+    if (layer.error().code() == ErrorCode::kInternal) Abort();
+    return layer.error();
+  }
+  ktls_ = std::move(*layer);
+  // EnableKernelTls marked the SSL shut down (quietly), so freeing it keeps its session
+  // resumable and sends nothing; the socket stays open (BIO_NOCLOSE).
+  ssl_.reset();
+  return Ok();
+}
+
+RecordPath MoveRecordLayer(Endpoint& ep, bool kernel_tls, std::string* why) {
+  if (kernel_tls) {
+    Result<void> k = ep.SwitchToKernelTls();
+    if (k.ok()) return RecordPath::kKernelTls;
+    if (why) *why = k.error().ToString();
+    if (ep.closed()) return RecordPath::kFailed;
+  }
+  Result<void> r = ep.SwitchToRecords();
+  if (r.ok()) return RecordPath::kRecords;
+  if (why) *why = (why->empty() ? "" : *why + "; ") + r.error().ToString();
+  return RecordPath::kOpenSsl;
+}
+
+std::string_view RecordPathName(RecordPath path) {
+  switch (path) {
+    case RecordPath::kKernelTls:
+      return "ktls";
+    case RecordPath::kRecords:
+      return "records";
+    case RecordPath::kOpenSsl:
+      return "openssl";
+    case RecordPath::kFailed:
+      return "failed";
+  }
+  return "unknown";
 }
 
 IoResult Endpoint::SslFailure(int rc, const char* op) {
@@ -135,6 +181,7 @@ IoResult Endpoint::Read(std::span<char> out) {
     return r;
   }
   if (records_) return records_->Read(fd_.get(), out);
+  if (ktls_) return ktls_->Read(fd_.get(), out);
   if (ssl_) {
     ERR_clear_error();
     errno = 0;
@@ -173,6 +220,7 @@ IoResult Endpoint::Write(std::span<const char> in) {
     if (r.status == IoStatus::kEof) r.status = IoStatus::kReset;
     return r;
   }
+  if (ktls_) return ktls_->Write(fd_.get(), in);
   if (ssl_) {
     ERR_clear_error();
     errno = 0;
@@ -217,6 +265,10 @@ IoResult Endpoint::ShutdownWrite() {
     r = records_->SendCloseNotify(fd_.get());
     if (r.status != IoStatus::kOk) return r;
   }
+  if (ktls_) {
+    r = ktls_->SendCloseNotify(fd_.get());
+    if (r.status != IoStatus::kOk) return r;
+  }
   if (ssl_ && !tls_shutdown_sent_ && SSL_in_init(ssl_.get()) == 1) {
     // OpenSSL is in the middle of a post-handshake message (a NewSessionTicket read only in
     // part) and refuses SSL_shutdown; end the stream with a FIN alone (seen by the peer as a
@@ -239,6 +291,52 @@ IoResult Endpoint::ShutdownWrite() {
     return ErrnoIoResult(errno, "shutdown");
   }
   return r;
+}
+
+IoResult Endpoint::SpliceToPipe(int pipe_w, size_t max) {
+  IoResult r;
+  if (!can_splice()) {
+    r.status = IoStatus::kError;
+    r.error = fd_.valid() ? "splice read: not a plain or kTLS socket" : "splice read: closed";
+    return r;
+  }
+  if (ktls_) return ktls_->SpliceToPipe(fd_.get(), pipe_w, max);
+  ssize_t n;
+  do {
+    n = ::splice(fd_.get(), nullptr, pipe_w, nullptr, max, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) {
+    r.bytes = static_cast<size_t>(n);
+    return r;
+  }
+  if (n == 0) {
+    r.status = IoStatus::kEof;
+    return r;
+  }
+  return ErrnoIoResult(errno, "splice read");  // EAGAIN: kWantRead
+}
+
+IoResult Endpoint::SpliceFromPipe(int pipe_r, size_t n) {
+  IoResult r;
+  if (!can_splice()) {
+    r.status = IoStatus::kError;
+    r.error = fd_.valid() ? "splice write: not a plain or kTLS socket" : "splice write: closed";
+    return r;
+  }
+  if (ktls_) return ktls_->SpliceFromPipe(fd_.get(), pipe_r, n);
+  ssize_t s;
+  do {
+    s = ::splice(pipe_r, nullptr, fd_.get(), nullptr, n, SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+  } while (s < 0 && errno == EINTR);
+  if (s > 0) {
+    r.bytes = static_cast<size_t>(s);
+    return r;
+  }
+  if (s == 0 || errno == EAGAIN || errno == EWOULDBLOCK) {
+    r.status = IoStatus::kWantWrite;
+    return r;
+  }
+  return ErrnoIoResult(errno, "splice write");
 }
 
 void AbortSocket(OwnedFd fd) {

@@ -23,6 +23,8 @@
 #include <span>
 #include <utility>
 
+#include "dataplane/relay/ktls_endpoint.h"
+
 namespace sigil::dataplane {
 
 namespace {
@@ -160,7 +162,11 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
       End("relay: missing or closed endpoint", /*rst=*/true);
       return;
     }
-    splice_ = options_.use_splice && !a_.ep->is_tls() && !b_.ep->is_tls();
+    // Plain and kTLS sockets carry payload bytes: splice them when asked to, and always when
+    // kTLS is involved (keeping bulk bytes out of user space is the point of kTLS).
+    const bool ktls = a_.ep->is_ktls() || b_.ep->is_ktls();
+    splice_ = a_.ep->can_splice() && b_.ep->can_splice() &&
+              (options_.use_splice || (ktls && options_.splice_kernel_tls));
     stats_.spliced = splice_;
     for (Side* s : {&a_, &b_}) {
       auto watched =
@@ -289,7 +295,11 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
         if (r.status == IoStatus::kOk) {
           d.shut = true;
           progressed = true;
-        } else if (!Blocked(r, *d.dst, d.write_wait)) {
+        } else if (Blocked(r, *d.dst, d.write_wait)) {
+          // kTLS may be waiting for the kernel to hand its last records to TCP, which raises
+          // no event of its own: look again shortly.
+          if (r.status == IoStatus::kWantWrite && d.dst->ep->is_ktls()) ArmShutdownRetry(*d.dst);
+        } else {
           Failed(r, *d.dst);
           return true;
         }
@@ -349,6 +359,21 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
     End(where + ": " + r.error, true);
   }
 
+  // Sets `side` writable after a short, growing delay (1 ms doubling to 64 ms) and pumps. The
+  // idle timeout still bounds the whole wait (last_activity_ is not touched).
+  void ArmShutdownRetry(Side& side) {
+    if (shutdown_timer_ != 0) return;
+    std::shared_ptr<RelayCore> self = shared_from_this();
+    Side* s = &side;
+    shutdown_timer_ = loop_.AddTimer(shutdown_retry_, [self, s] {
+      self->shutdown_timer_ = 0;
+      if (self->ended_) return;
+      s->writable = true;
+      self->PumpAll();
+    });
+    shutdown_retry_ = std::min(shutdown_retry_ * 2, std::chrono::milliseconds(64));
+  }
+
   // ---- splice mode ----
 
   size_t PipeSpace(Direction& d) {
@@ -372,52 +397,20 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
       r.error = "pipe2 failed";
       return r;
     }
-    ssize_t n;
-    do {
-      n = ::splice(d.src->ep->fd(), nullptr, d.pipe_w.get(), nullptr, d.pipe_cap - d.in_pipe,
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      d.in_pipe += static_cast<size_t>(n);
-      r.bytes = static_cast<size_t>(n);
-      return r;
+    r = d.src->ep->SpliceToPipe(d.pipe_w.get(), d.pipe_cap - d.in_pipe);
+    if (r.status == IoStatus::kOk) {
+      d.in_pipe += r.bytes;
+    } else if (r.status == IoStatus::kWantRead && d.in_pipe > 0) {
+      // Either the socket is drained or the pipe ran out of slots: retry after the next
+      // splice-out, which is bound to happen since the pipe holds bytes. Nothing moved and
+      // no readiness flag changes (kOk with 0 bytes).
+      d.pipe_maybe_full = true;
+      r = IoResult{};
     }
-    if (n == 0) {
-      r.status = IoStatus::kEof;
-      return r;
-    }
-    if (errno == EAGAIN) {
-      if (d.in_pipe > 0) {
-        // Either the socket is drained or the pipe ran out of slots: retry after the next
-        // splice-out, which is bound to happen since the pipe holds bytes. Nothing moved and
-        // no readiness flag changes (kOk with 0 bytes).
-        d.pipe_maybe_full = true;
-        return r;
-      }
-      r.status = IoStatus::kWantRead;
-      return r;
-    }
-    return ErrnoIoResult(errno, "splice read");
-  }
-
-  IoResult SpliceOut(Direction& d) {
-    IoResult r;
-    ssize_t n;
-    do {
-      n = ::splice(d.pipe_r.get(), nullptr, d.dst->ep->fd(), nullptr, d.in_pipe,
-                   SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
-    } while (n < 0 && errno == EINTR);
-    if (n > 0) {
-      r.bytes = static_cast<size_t>(n);
-      return r;
-    }
-    if (n == 0 || errno == EAGAIN) {
-      r.status = IoStatus::kWantWrite;
-      return r;
-    }
-    r = ErrnoIoResult(errno, "splice write");
     return r;
   }
+
+  IoResult SpliceOut(Direction& d) { return d.dst->ep->SpliceFromPipe(d.pipe_r.get(), d.in_pipe); }
 
   // ---- ending ----
 
@@ -426,10 +419,15 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
     ended_ = true;
     std::shared_ptr<RelayCore> keep = shared_from_this();
     if (idle_timer_ != 0) loop_.CancelTimer(std::exchange(idle_timer_, 0));
+    if (shutdown_timer_ != 0) loop_.CancelTimer(std::exchange(shutdown_timer_, 0));
     if (hook_ != 0) loop_.RemoveStopHook(std::exchange(hook_, 0));
     for (Side* s : {&a_, &b_}) {
       if (s->watched) loop_.Unwatch(s->ep->fd());
       s->watched = false;
+      if (s->ep && s->ep->ktls() != nullptr) {
+        stats_.ktls_tickets += s->ep->ktls()->tickets_skipped();
+        stats_.ktls_flush_waits += s->ep->ktls()->flush_waits();
+      }
       if (s->ep) {
         if (rst) {
           s->ep->Abort();
@@ -463,6 +461,8 @@ class RelayCore : public std::enable_shared_from_this<RelayCore> {
   bool ended_ = false;
   bool repump_queued_ = false;
   EventLoop::TimerId idle_timer_ = 0;
+  EventLoop::TimerId shutdown_timer_ = 0;
+  std::chrono::milliseconds shutdown_retry_{1};
   EventLoop::HookId hook_ = 0;
   Clock::time_point last_activity_;
 };

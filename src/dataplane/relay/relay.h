@@ -16,9 +16,13 @@
 // aborted (idle timeout, Abort(), an I/O error, or the loop stopping). Both sockets are closed
 // by then.
 //
-// splice mode (`use_splice`, plain endpoints only): bytes move through a pipe per direction
-// with splice(2) and never enter user space; the pipe capacity plays the role of the buffer.
-// Kernel-TLS sockets will be relayed the same way once KernelTlsAvailable().
+// splice mode: bytes move through a pipe per direction with splice(2) and never enter user
+// space; the pipe capacity plays the role of the buffer. Needs both endpoints plain or kTLS
+// (Endpoint::can_splice); used when `use_splice` is set, and by default whenever one endpoint is
+// kTLS (`splice_kernel_tls`): the kernel then decrypts into the pipe and encrypts out of it.
+// Control records on a kTLS source (tickets, close_notify) are consumed on the way; a kTLS
+// destination's half-close waits until the kernel has handed its last records to TCP (polled
+// on a short timer, see ktls_endpoint.h).
 #pragma once
 
 #include <chrono>
@@ -37,7 +41,8 @@ struct RelayOptions {
   size_t buffer_bytes = 16 * 1024;                                   // per direction, upper bound
   std::chrono::milliseconds idle_timeout{std::chrono::minutes(10)};  // <= 0: none
   std::string initial_a_to_b, initial_b_to_a;  // queued before anything is read
-  bool use_splice = false;  // both endpoints plain: relay with splice(2) through pipes
+  bool use_splice = false;  // both endpoints plain or kTLS: relay with splice(2) through pipes
+  bool splice_kernel_tls = true;  // ... and also without use_splice when one endpoint is kTLS
 };
 
 struct RelayStats {
@@ -49,7 +54,11 @@ struct RelayStats {
   bool b_truncated = false;
   bool idle_timeout = false;
   bool spliced = false;  // the relay ran in splice mode
-  std::string error;     // empty when both directions ended cleanly
+  // kTLS endpoints (both sides summed): NewSessionTickets consumed after the switch, and
+  // half-close attempts that found records still inside the kernel (see ktls_endpoint.h).
+  uint64_t ktls_tickets = 0;
+  uint64_t ktls_flush_waits = 0;
+  std::string error;  // empty when both directions ended cleanly
 };
 
 namespace detail {

@@ -1,13 +1,13 @@
-// Column-level node updates (TouchNode, RecordNodeSvid) and blobs committed with resources.
+// Column-level node updates (TouchNode, RecordNodeSvid) and blobs committed with resources,
+// against every Store.
 #include <gtest/gtest.h>
 
-#include "store/sqlite_store.h"
 #include "store/store_test_util.h"
 
 namespace sigil::store {
 namespace {
 
-using testing::StoreTest;
+using testing::AnyStoreTest;
 using testing::Upsert;
 
 NodeRecord Node(const std::string& name) {
@@ -23,7 +23,10 @@ NodeRecord Node(const std::string& name) {
 
 std::vector<uint8_t> Bytes(std::string_view s) { return {s.begin(), s.end()}; }
 
-TEST_F(StoreTest, TouchNodeNeverUndoesARevocation) {
+class NodeBlobStoreTest : public AnyStoreTest {};
+SIGIL_STORE_BACKENDS(NodeBlobStoreTest);
+
+TEST_P(NodeBlobStoreTest, TouchNodeNeverUndoesARevocation) {
   auto store = OpenStore();
   ASSERT_TRUE(store->UpsertNode(Node("a"), {}).ok());
   // A caller read the node (not revoked) ...
@@ -48,7 +51,7 @@ TEST_F(StoreTest, TouchNodeNeverUndoesARevocation) {
   EXPECT_EQ(store->TouchNode("missing", later).error().code(), ErrorCode::kNotFound);
 }
 
-TEST_F(StoreTest, RecordNodeSvidRefusesARevokedNodeAndAuditsOnlyOnSuccess) {
+TEST_P(NodeBlobStoreTest, RecordNodeSvidRefusesARevokedNodeAndAuditsOnlyOnSuccess) {
   auto store = OpenStore();
   ASSERT_TRUE(store->UpsertNode(Node("a"), {}).ok());
   AuditEvent e = testing::Event("node.renew");
@@ -73,7 +76,7 @@ TEST_F(StoreTest, RecordNodeSvidRefusesARevokedNodeAndAuditsOnlyOnSuccess) {
             ErrorCode::kNotFound);
 }
 
-TEST_F(StoreTest, BlobsCommitWithTheirResourcesOrNotAtAll) {
+TEST_P(NodeBlobStoreTest, BlobsCommitWithTheirResourcesOrNotAtAll) {
   auto store = OpenStore();
   std::vector<ResourceWrite> writes{Upsert("CredentialSource", "k", R"({"type":"static"})")};
   std::vector<BlobWrite> blobs{{"secret/k", Bytes("sealed-1"), false}};

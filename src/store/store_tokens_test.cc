@@ -1,4 +1,4 @@
-// Join tokens, nodes and blobs.
+// Join tokens, nodes and blobs, against every Store.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -8,14 +8,14 @@
 
 #include "common/encoding.h"
 #include "common/file_util.h"
-#include "store/sqlite_store.h"
 #include "store/store_test_util.h"
 
 namespace sigil::store {
 namespace {
 
+using testing::AnyStoreTest;
 using testing::Event;
-using testing::StoreTest;
+using testing::PgQueryText;
 
 constexpr char kRawToken[] = "sigiljoin-Zq8r2LwXk4PpT7vNcB3mJ9aE";
 const TimePoint kT0 = FromUnixSeconds(1700000000);
@@ -30,9 +30,12 @@ JoinTokenRecord Token(const std::string& secret, const std::string& node, TimePo
                          .expired_at = {}};
 }
 
-class JoinTokenTest : public StoreTest {};
+class JoinTokenTest : public AnyStoreTest {};
+SIGIL_STORE_BACKENDS(JoinTokenTest);
+class RecordStoreTest : public AnyStoreTest {};
+SIGIL_STORE_BACKENDS(RecordStoreTest);
 
-TEST_F(JoinTokenTest, SingleUseReuseUnknownAndExpired) {
+TEST_P(JoinTokenTest, SingleUseReuseUnknownAndExpired) {
   auto store = OpenStore();
   JoinTokenRecord token = Token(kRawToken, "node-1", kT0 + Seconds(600));
   AuditEvent created[] = {Event("token.create")};
@@ -72,7 +75,7 @@ TEST_F(JoinTokenTest, SingleUseReuseUnknownAndExpired) {
   EXPECT_EQ(ConsumeStatusName(ConsumeStatus::kAlreadyUsed), "already-used");
 }
 
-TEST_F(JoinTokenTest, ExpiryIsReportedAndAuditedExactlyOnce) {
+TEST_P(JoinTokenTest, ExpiryIsReportedAndAuditedExactlyOnce) {
   auto store = OpenStore();
   ASSERT_TRUE(store->CreateJoinToken(Token("a", "node-a", kT0 + Seconds(60)), {}).ok());
   ASSERT_TRUE(store->CreateJoinToken(Token("b", "node-b", kT0 + Seconds(120)), {}).ok());
@@ -103,26 +106,55 @@ TEST_F(JoinTokenTest, ExpiryIsReportedAndAuditedExactlyOnce) {
   ASSERT_EQ(list->size(), 3u);
 }
 
-TEST_F(JoinTokenTest, DatabaseFilesNeverContainTheRawToken) {
+// Every file the database lives in: the SQLite file and its WAL, or (PostgreSQL, after a
+// checkpoint) the database's own directory, the shared catalog and the WAL.
+std::vector<std::filesystem::path> StorageFiles(const std::string& sqlite_dir,
+                                                const std::string& pg_url,
+                                                const std::string& pg_data_dir) {
+  std::vector<std::filesystem::path> roots;
+  if (!sqlite_dir.empty()) {
+    roots.emplace_back(sqlite_dir);
+  } else {
+    EXPECT_TRUE(testing::PgExec(pg_url, "CHECKPOINT").ok());
+    auto oid =
+        PgQueryText(pg_url, "SELECT oid FROM pg_database WHERE datname = current_database()");
+    EXPECT_TRUE(oid.ok());
+    roots.emplace_back(pg_data_dir + "/base/" + (oid.ok() ? *oid : std::string("?")));
+    roots.emplace_back(pg_data_dir + "/global");
+    roots.emplace_back(pg_data_dir + "/pg_wal");
+  }
+  std::vector<std::filesystem::path> files;
+  for (const auto& root : roots) {
+    for (const auto& entry : std::filesystem::recursive_directory_iterator(root)) {
+      if (entry.is_regular_file()) files.push_back(entry.path());
+    }
+  }
+  return files;
+}
+
+TEST_P(JoinTokenTest, DatabaseFilesNeverContainTheRawToken) {
   {
     auto store = OpenStore();
+    ASSERT_NE(store, nullptr);
     ASSERT_TRUE(store->CreateJoinToken(Token(kRawToken, "node-1", kT0 + Seconds(600)), {}).ok());
     ASSERT_EQ(store->ConsumeJoinToken(Sha256Hex(AsBytes(kRawToken)), kT0, {})->status,
               ConsumeStatus::kConsumed);
   }
-  std::string all_bytes;
-  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
-    auto bytes = ReadFile(entry.path().string(), size_t{64} << 20);
+  const auto files =
+      StorageFiles(dir_, location(), postgres() ? cluster_->data_dir() : std::string());
+  ASSERT_FALSE(files.empty());
+  bool hash_seen = false;
+  for (const auto& path : files) {
+    auto bytes = ReadFile(path.string(), size_t{64} << 20);
     ASSERT_TRUE(bytes.ok()) << bytes.error().ToString();
-    all_bytes += *bytes;
+    EXPECT_EQ(bytes->find(kRawToken), std::string::npos) << path;
+    // Sanity check of the search itself: the hash is there.
+    hash_seen = hash_seen || bytes->find(Sha256Hex(AsBytes(kRawToken))) != std::string::npos;
   }
-  ASSERT_FALSE(all_bytes.empty());
-  EXPECT_EQ(all_bytes.find(kRawToken), std::string::npos);
-  // Sanity check of the search itself: the hash is there.
-  EXPECT_NE(all_bytes.find(Sha256Hex(AsBytes(kRawToken))), std::string::npos);
+  EXPECT_TRUE(hash_seen);
 }
 
-TEST_F(JoinTokenTest, ConcurrentConsumersAcrossHandlesAdmitExactlyOne) {
+TEST_P(JoinTokenTest, ConcurrentConsumersAcrossHandlesAdmitExactlyOne) {
   {
     auto store = OpenStore();
     ASSERT_TRUE(store->CreateJoinToken(Token(kRawToken, "node-1", kT0 + Seconds(600)), {}).ok());
@@ -132,7 +164,7 @@ TEST_F(JoinTokenTest, ConcurrentConsumersAcrossHandlesAdmitExactlyOne) {
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&] {
-      auto store = SqliteStore::Open(DbPath());
+      auto store = TryOpenStore();
       if (!store.ok()) {
         ++errors;
         return;
@@ -155,7 +187,7 @@ TEST_F(JoinTokenTest, ConcurrentConsumersAcrossHandlesAdmitExactlyOne) {
   EXPECT_EQ(OpenStore()->GetAuditHead()->seq, 1u);
 }
 
-TEST_F(StoreTest, NodesRoundTrip) {
+TEST_P(RecordStoreTest, NodesRoundTrip) {
   auto store = OpenStore();
   NodeRecord node{.name = "node-b",
                   .spiffe_id = "spiffe://example.org/sigil/node/node-b",
@@ -186,7 +218,7 @@ TEST_F(StoreTest, NodesRoundTrip) {
   EXPECT_EQ(store->GetNode("ghost").error().code(), ErrorCode::kNotFound);
 }
 
-TEST_F(StoreTest, BlobsRoundTripAndNeverAppearInErrors) {
+TEST_P(RecordStoreTest, BlobsRoundTripAndNeverAppearInErrors) {
   auto store = OpenStore();
   std::vector<uint8_t> sealed = {0x00, 0x01, 0xff, 0x00, 0x42};
   ASSERT_TRUE(store->PutBlob("ca/key", sealed, {}).ok());

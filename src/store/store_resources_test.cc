@@ -1,5 +1,4 @@
-#include "store/sqlite_store.h"
-
+// Resources, revisions, the change log and change waits, against every Store.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -11,16 +10,17 @@
 namespace sigil::store {
 namespace {
 
+using testing::AnyStoreTest;
 using testing::Delete;
 using testing::Event;
-using testing::StoreTest;
 using testing::Upsert;
 
 constexpr char kWI[] = "WorkloadIdentity";
 
-class SqliteStoreTest : public StoreTest {};
+class ResourceStoreTest : public AnyStoreTest {};
+SIGIL_STORE_BACKENDS(ResourceStoreTest);
 
-TEST_F(SqliteStoreTest, UpsertGetListRoundTrip) {
+TEST_P(ResourceStoreTest, UpsertGetListRoundTrip) {
   FakeClock clock(FromUnixSeconds(1700000000));
   auto store = OpenStore({.clock = &clock});
   ResourceWrite batch[] = {Upsert(kWI, "web", R"({"a":1})"), Upsert(kWI, "api", R"({"b":2})"),
@@ -58,15 +58,7 @@ TEST_F(SqliteStoreTest, UpsertGetListRoundTrip) {
   EXPECT_NE(missing.error().message().find("WorkloadIdentity/nope"), std::string::npos);
 }
 
-TEST_F(SqliteStoreTest, InMemoryDatabaseWorks) {
-  auto store = SqliteStore::Open(":memory:");
-  ASSERT_TRUE(store.ok()) << store.error().ToString();
-  ResourceWrite w[] = {Upsert(kWI, "x", "{}")};
-  ASSERT_TRUE((*store)->Apply(w, {}).ok());
-  EXPECT_EQ(*(*store)->CurrentRevision(), 1u);
-}
-
-TEST_F(SqliteStoreTest, BatchWithOneStaleVersionChangesNothing) {
+TEST_P(ResourceStoreTest, BatchWithOneStaleVersionChangesNothing) {
   auto store = OpenStore();
   ResourceWrite seed[] = {Upsert(kWI, "a", R"({"v":1})"), Upsert(kWI, "b", R"({"v":1})"),
                           Upsert(kWI, "c", R"({"v":1})")};
@@ -98,7 +90,7 @@ TEST_F(SqliteStoreTest, BatchWithOneStaleVersionChangesNothing) {
   EXPECT_EQ(head_after.hash, head_before.hash);
 }
 
-TEST_F(SqliteStoreTest, OptimisticConcurrency) {
+TEST_P(ResourceStoreTest, OptimisticConcurrency) {
   auto store = OpenStore();
   ResourceWrite create[] = {Upsert(kWI, "a", R"({"v":1})", 0)};
   auto v1 = store->Apply(create, {});
@@ -130,7 +122,7 @@ TEST_F(SqliteStoreTest, OptimisticConcurrency) {
   EXPECT_EQ(v4->writes[0].resource_version, 4u);
 }
 
-TEST_F(SqliteStoreTest, InvalidBatchesAreRejected) {
+TEST_P(ResourceStoreTest, InvalidBatchesAreRejected) {
   auto store = OpenStore();
   ResourceWrite dup[] = {Upsert(kWI, "a", "{}"), Delete(kWI, "a")};
   EXPECT_EQ(store->Apply(dup, {}).error().code(), ErrorCode::kInvalidArgument);
@@ -150,7 +142,7 @@ TEST_F(SqliteStoreTest, InvalidBatchesAreRejected) {
   EXPECT_EQ(store->GetAuditHead()->seq, 0u);
 }
 
-TEST_F(SqliteStoreTest, RevisionsAndChangesSinceIncludeDeletes) {
+TEST_P(ResourceStoreTest, RevisionsAndChangesSinceIncludeDeletes) {
   auto store = OpenStore();
   ResourceWrite r1[] = {Upsert(kWI, "a", R"({"v":1})"), Upsert(kWI, "b", R"({"v":1})")};
   ResourceWrite r2[] = {Upsert(kWI, "a", R"({"v":2})")};
@@ -201,7 +193,7 @@ TEST_F(SqliteStoreTest, RevisionsAndChangesSinceIncludeDeletes) {
   EXPECT_EQ(*store->CompactChanges(5), 2u);  // never moves backwards
 }
 
-TEST_F(SqliteStoreTest, WaitForChangeSeesOwnAndOtherHandlesCommits) {
+TEST_P(ResourceStoreTest, WaitForChangeSeesOwnAndOtherHandlesCommits) {
   auto store = OpenStore({.change_poll_interval = std::chrono::milliseconds(20)});
   auto other = OpenStore();
   auto timed_out = store->WaitForChange(0, std::chrono::milliseconds(30));
@@ -220,7 +212,7 @@ TEST_F(SqliteStoreTest, WaitForChangeSeesOwnAndOtherHandlesCommits) {
   EXPECT_EQ(*store->WaitForChange(1, std::chrono::seconds(10)), 2u);
 }
 
-TEST_F(SqliteStoreTest, ConcurrentWritersOnOneHandle) {
+TEST_P(ResourceStoreTest, ConcurrentWritersOnOneHandle) {
   auto store = OpenStore();
   constexpr int kThreads = 4;
   constexpr int kPerThread = 25;
@@ -242,6 +234,35 @@ TEST_F(SqliteStoreTest, ConcurrentWritersOnOneHandle) {
   auto report = store->VerifyAudit();
   EXPECT_TRUE(report->ok) << report->reason;
   EXPECT_EQ(report->records_checked, uint64_t{kThreads * kPerThread});
+}
+
+// A CredentialSource whose sealed secret changed keeps its spec; force_new_version still gives
+// it a new version and a change-log entry (what `sigil credential rotate` relies on).
+TEST_P(ResourceStoreTest, ForceNewVersionForAnUnchangedSpec) {
+  auto store = OpenStore();
+  ResourceWrite first[] = {Upsert("CredentialSource", "key", R"({"type":"static"})")};
+  ASSERT_TRUE(store->Apply(first, {}).ok());
+  auto same = store->Apply(first, {});
+  ASSERT_TRUE(same.ok());
+  EXPECT_FALSE(same->writes[0].changed);
+  EXPECT_EQ(same->revision, 1u);
+
+  ResourceWrite forced[] = {Upsert("CredentialSource", "key", R"({"type":"static"})", 1)};
+  forced[0].force_new_version = true;
+  auto applied = store->Apply(forced, {});
+  ASSERT_TRUE(applied.ok()) << applied.error().ToString();
+  EXPECT_TRUE(applied->writes[0].changed);
+  EXPECT_EQ(applied->revision, 2u);
+  EXPECT_EQ(store->Get("CredentialSource", "key")->resource_version, 2u);
+  auto changes = store->ChangesSince(1, 100);
+  ASSERT_TRUE(changes.ok());
+  ASSERT_EQ(changes->changes.size(), 1u);
+  EXPECT_EQ(changes->changes[0].name, "key");
+  EXPECT_EQ(changes->changes[0].resource_version, 2u);
+  // The expected version still guards it.
+  auto stale = store->Apply(forced, {});
+  ASSERT_FALSE(stale.ok());
+  EXPECT_EQ(stale.error().code(), ErrorCode::kAborted);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// Interceptor: skeleton loading, cgroup attachment and map queries; see interceptor.h.
-#include "dataplane/intercept/interceptor.h"
+// BpfInterceptor: skeleton loading, cgroup attachment and map queries; see bpf_interceptor.h.
+#include "dataplane/intercept/bpf_interceptor.h"
 
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
@@ -102,9 +102,9 @@ size_t CountKeys(const bpf_map* map) {
 
 }  // namespace
 
-void Interceptor::LinkDeleter::operator()(bpf_link* link) const { bpf_link__destroy(link); }
+void BpfInterceptor::LinkDeleter::operator()(bpf_link* link) const { bpf_link__destroy(link); }
 
-Result<std::unique_ptr<Interceptor>> Interceptor::Load(const InterceptConfig& config) {
+Result<std::unique_ptr<BpfInterceptor>> BpfInterceptor::Load(const InterceptConfig& config) {
   if (config.redirect_v4.sin_family != AF_INET || config.redirect_v4.sin_port == 0) {
     return InvalidArgument("intercept: redirect_v4 must be an AF_INET address with a port");
   }
@@ -116,7 +116,7 @@ Result<std::unique_ptr<Interceptor>> Interceptor::Load(const InterceptConfig& co
     return InvalidArgument("intercept: agent_tgid " + std::to_string(config.agent_tgid) +
                            " is not a process id");
   }
-  std::unique_ptr<Interceptor> self(new Interceptor());
+  std::unique_ptr<BpfInterceptor> self(new BpfInterceptor());
   self->config_ = config;
   self->skel_ = intercept_bpf::open();
   if (self->skel_ == nullptr) {
@@ -134,7 +134,7 @@ Result<std::unique_ptr<Interceptor>> Interceptor::Load(const InterceptConfig& co
   return self;
 }
 
-Result<void> Interceptor::WriteConfig() {
+Result<void> BpfInterceptor::WriteConfig() {
   sigil_config cfg{};
   std::memcpy(&cfg.redirect4_addr, &config_.redirect_v4.sin_addr, 4);
   cfg.redirect4_port = ntohs(config_.redirect_v4.sin_port);
@@ -152,7 +152,7 @@ Result<void> Interceptor::WriteConfig() {
   return Ok();
 }
 
-Result<void> Interceptor::SetEnabled(bool enabled) {
+Result<void> BpfInterceptor::SetEnabled(bool enabled) {
   if (enabled) {
     config_flags_ |= SIGIL_CFG_ENABLED;
   } else {
@@ -161,12 +161,12 @@ Result<void> Interceptor::SetEnabled(bool enabled) {
   return WriteConfig();
 }
 
-Interceptor::~Interceptor() {
+BpfInterceptor::~BpfInterceptor() {
   attached_.clear();  // destroys the links: detaches
   if (skel_ != nullptr) intercept_bpf::destroy(skel_);
 }
 
-Result<void> Interceptor::Attach(const std::string& cgroup_dir) {
+Result<void> BpfInterceptor::Attach(const std::string& cgroup_dir) {
   SIGIL_ASSIGN_OR_RETURN(const uint64_t id, CgroupId(cgroup_dir));
   if (attached_.contains(id)) return Ok();
   OwnedFd dir(::open(cgroup_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
@@ -196,7 +196,7 @@ Result<void> Interceptor::Attach(const std::string& cgroup_dir) {
   return Ok();
 }
 
-Result<void> Interceptor::Detach(const std::string& cgroup_dir) {
+Result<void> BpfInterceptor::Detach(const std::string& cgroup_dir) {
   // Find by id, or by the recorded path if the directory has been removed meanwhile.
   auto it = attached_.end();
   if (Result<uint64_t> id = CgroupId(cgroup_dir); id.ok()) it = attached_.find(*id);
@@ -212,7 +212,12 @@ Result<void> Interceptor::Detach(const std::string& cgroup_dir) {
   return Ok();
 }
 
-Result<OriginalConnection> Interceptor::Lookup(const sockaddr_storage& peer) const {
+Result<OriginalConnection> BpfInterceptor::Lookup(int /*accepted_fd*/,
+                                                  const sockaddr_storage& peer) const {
+  return Lookup(peer);
+}
+
+Result<OriginalConnection> BpfInterceptor::Lookup(const sockaddr_storage& peer) const {
   SIGIL_ASSIGN_OR_RETURN(const sigil_tuple_key key, TupleKey(peer));
   sigil_orig orig{};
   const int err =
@@ -226,7 +231,7 @@ Result<OriginalConnection> Interceptor::Lookup(const sockaddr_storage& peer) con
   return ToOriginal(orig);
 }
 
-std::optional<ListenerOwner> Interceptor::LookupListener(int family, uint16_t port) const {
+std::optional<ListenerOwner> BpfInterceptor::LookupListener(int family, uint16_t port) const {
   if (family != AF_INET && family != AF_INET6) return std::nullopt;
   sigil_listener_key key{};
   key.family = static_cast<uint32_t>(family);
@@ -242,7 +247,7 @@ std::optional<ListenerOwner> Interceptor::LookupListener(int family, uint16_t po
       .tgid = static_cast<pid_t>(v.tgid), .uid = v.uid, .gid = v.gid, .cgroup_id = v.cgroup_id};
 }
 
-InterceptCounters Interceptor::Counters() const {
+InterceptCounters BpfInterceptor::Counters() const {
   const int ncpu = libbpf_num_possible_cpus();
   uint64_t sum[SIGIL_CTR_MAX] = {};
   if (ncpu > 0) {
@@ -266,11 +271,11 @@ InterceptCounters Interceptor::Counters() const {
                            .listeners = sum[SIGIL_CTR_LISTENERS]};
 }
 
-size_t Interceptor::TrackedConnections() const {
+size_t BpfInterceptor::TrackedConnections() const {
   return CountKeys<uint64_t>(skel_->maps.by_cookie);
 }
 
-size_t Interceptor::TrackedTuples() const {
+size_t BpfInterceptor::TrackedTuples() const {
   return CountKeys<sigil_tuple_key>(skel_->maps.by_tuple);
 }
 

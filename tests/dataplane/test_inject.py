@@ -1,0 +1,561 @@
+"""Credential injection end to end (issue 6): a workload calls an external HTTPS API with plain
+`curl http://...` and never holds the key; the agent adds it on the wire.
+
+  host A (10.79.0.1): server, agent A (--dataplane), workloads under `sigil run`
+  host B (10.79.0.2): "the external APIs": Python HTTPS servers (test CA, SAN api.test): :443
+                     answers 200 only to `Authorization: Bearer <key>`, else 401; :8443
+                     checks SigV4 with botocore
+
+Checks, against the real binaries:
+  * `sigil run -- curl http://10.79.0.2/...` gets 200 (agent A originates TLS to :443, verifies
+    the test CA and api.test, adds the bearer key); the same request outside Sigil gets 401;
+  * a forged Authorization header from the workload is replaced (the API sees exactly one);
+  * pipelined keep-alive requests each get the key;
+  * a Host the Service does not cover gets 403 from the agent, a header with a bare CR gets 400,
+    both audited, nothing forwarded;
+  * the key is not in a paused client's memory (/proc/PID/mem), environment or files, nor in
+    any log of the agent or the server; each request is in the audit (dataplane.inject with
+    binding, method, host, path without the query, pid, exe, identity);
+  * a `sigv4` binding signs requests on the wire (temporary credentials, a query, a path
+    needing encoding, an S3 upload with UNSIGNED-PAYLOAD), and an S3 stand-in accepts them
+    only if botocore, re-signing the received request, computes the same Authorization.
+Run as root (namespaces, BPF, cgroup2); anything missing is a failure, not a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "interop"))
+
+import helpers  # noqa: E402
+from helpers import Peer, run  # noqa: E402
+
+TD = "example.org"
+NS_A, NS_B = f"siA{os.getpid()}", f"siB{os.getpid()}"
+IP_A, IP_B = "10.79.0.1", "10.79.0.2"
+SECRET = "sk-test-" + os.urandom(12).hex()
+PYTHON = os.path.realpath("/usr/bin/python3")
+CURL = os.path.realpath(shutil.which("curl") or "/usr/bin/curl")
+
+# The stand-in for an external API: HTTPS, keep-alive, 200 only with the right key. The body
+# tells the test how many Authorization fields arrived and on which path.
+API_SERVER = r"""
+import http.server, ssl, sys
+KEY = open(sys.argv[3]).read().strip()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def do_GET(self):
+        auth = self.headers.get_all('Authorization') or []
+        ok = auth == ['Bearer ' + KEY]
+        body = ('ok auth=%d path=%s\n' % (len(auth), self.path) if ok else 'unauthorized\n').encode()
+        self.send_response(200 if ok else 401)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer((sys.argv[1], 443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2] + '/api.pem', sys.argv[2] + '/api.key')
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"""
+
+# An S3 stand-in that checks SigV4 the way AWS would, with botocore (Debian's python3-botocore):
+# it re-signs the request it received (same method, URL, headers, and the X-Amz-Date it
+# carries) and answers 200 only when the Authorization fields are identical.
+AWS_SERVER = r"""
+import datetime, http.server, ssl, sys, types
+from unittest import mock
+import botocore.auth, botocore.awsrequest, botocore.credentials
+AKID, SECRET, TOKEN = open(sys.argv[3]).read().split()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def handle_any(self):
+        n = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(n) if n else b''
+        got = self.headers.get('Authorization', '')
+        when = datetime.datetime.strptime(self.headers.get('X-Amz-Date', '19700101T000000Z'),
+                                          '%Y%m%dT%H%M%SZ')
+        drop = {'authorization', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+        req = botocore.awsrequest.AWSRequest(method=self.command,
+                                             url='https://' + self.headers['Host'] + self.path,
+                                             headers=headers, data=body)
+        # S3 lets the client choose: a signed payload hash or UNSIGNED-PAYLOAD (then the body
+        # is not covered). Tell botocore which one this request used.
+        unsigned = self.headers.get('X-Amz-Content-SHA256') == 'UNSIGNED-PAYLOAD'
+        req.context['client_config'] = types.SimpleNamespace(
+            s3={'payload_signing_enabled': not unsigned})
+        creds = botocore.credentials.Credentials(AKID, SECRET, TOKEN)
+        with mock.patch.object(botocore.auth, 'datetime') as fake:
+            fake.datetime.utcnow.return_value = when
+            fake.datetime.strptime = datetime.datetime.strptime
+            botocore.auth.S3SigV4Auth(creds, 's3', 'eu-west-1').add_auth(req)
+        want = req.headers['Authorization']
+        ok = got == want and self.headers.get('X-Amz-Security-Token') == TOKEN
+        age = abs((datetime.datetime.utcnow() - when).total_seconds())
+        out = ('sigv4 ok %s %d\n' % (self.path, len(body)) if ok and age < 300
+               else 'sigv4 mismatch\n').encode()
+        self.send_response(200 if ok and age < 300 else 403)
+        self.send_header('Content-Length', str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_PUT = handle_any
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer((sys.argv[1], 8443), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2] + '/api.pem', sys.argv[2] + '/api.key')
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"""
+AWS_AKID = "AKIDEXAMPLE" + os.urandom(4).hex().upper()
+AWS_SECRET = "aws-secret-" + os.urandom(12).hex()
+AWS_TOKEN = "aws-token-" + os.urandom(12).hex()
+
+# A workload that sends raw bytes (pipelined requests, a bare CR) and prints what came back.
+RAW_CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=10)
+s.sendall(sys.argv[2].encode().decode('unicode_escape').encode('latin-1'))
+s.shutdown(socket.SHUT_WR)
+out = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    out += b
+sys.stdout.write(out.decode('latin-1'))
+"""
+
+# A workload that makes one request, then stops itself so the test can read its memory.
+PAUSING_CLIENT = r"""
+import os, signal, socket, sys
+s = socket.create_connection((sys.argv[1], 80), timeout=10)
+s.sendall(b'GET /mem HTTP/1.1\r\nHost: ' + sys.argv[1].encode() + b'\r\nConnection: close\r\n\r\n')
+data = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+print(data.decode().splitlines()[0], flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+
+def netns(ns: str, *argv: object) -> list[str]:
+    return ["ip", "netns", "exec", ns, *[str(a) for a in argv]]
+
+
+def sh(*argv: object, check: bool = True) -> subprocess.CompletedProcess:
+    return run([str(a) for a in argv], check=check, timeout=30)
+
+
+class InjectTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls._td = tempfile.TemporaryDirectory(prefix="sigil-inject-test-")
+        cls.tmp = Path(cls._td.name)
+        os.chmod(cls.tmp, 0o755)
+        cls.peers: list[Peer] = []
+        cls.cleanup_dirs: list[Path] = []
+        cls.mounted: Path | None = None
+        cls.made_ns = False
+        try:
+            cls.sigil = helpers.sigil_bin()
+            for tool in ("ip", "curl", "openssl"):
+                helpers.require_tool(tool)
+            cls._make_hosts()
+            cls._mount_cgroup2()
+            cls._make_pki()
+            cls._start_api()
+            cls._start_server()
+            cls.cli("apply", "-f", "-", input=cls._resources())
+            cls.agent = cls._start_agent()
+            cls._wait_through()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        for p in reversed(cls.peers):
+            p.kill()
+        for d in cls.cleanup_dirs:
+            cls._remove_cgroup_tree(d)
+        if cls.mounted is not None:
+            subprocess.run(["umount", "-l", str(cls.mounted)], capture_output=True)
+        if cls.made_ns:
+            for ns in (NS_A, NS_B):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        cls._td.cleanup()
+
+    # --- setup -------------------------------------------------------------------------------
+
+    @classmethod
+    def _make_hosts(cls) -> None:
+        sh("ip", "netns", "add", NS_A)
+        sh("ip", "netns", "add", NS_B)
+        cls.made_ns = True
+        va, vb = f"ia{os.getpid() % 100000}", f"ib{os.getpid() % 100000}"
+        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
+        sh("ip", "link", "set", va, "netns", NS_A)
+        sh("ip", "link", "set", vb, "netns", NS_B)
+        for ns, dev, ip in ((NS_A, va, IP_A), (NS_B, vb, IP_B)):
+            sh(*netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev))
+            sh(*netns(ns, "ip", "link", "set", dev, "up"))
+            sh(*netns(ns, "ip", "link", "set", "lo", "up"))
+
+    @classmethod
+    def _mount_cgroup2(cls) -> None:
+        mount = cls.tmp / "cgroup2"
+        mount.mkdir()
+        sh("mount", "-t", "cgroup2", "none", mount)
+        cls.mounted = mount
+
+    @classmethod
+    def _make_pki(cls) -> None:
+        pki = cls.tmp / "pki"
+        pki.mkdir()
+        cls.pki = pki
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-keyout", pki / "ca.key", "-out", pki / "ca.pem", "-days", "2",
+           "-subj", "/CN=inject test CA")
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-keyout", pki / "api.key", "-out", pki / "api.csr", "-subj", "/CN=api.test")
+        (pki / "ext").write_text(f"subjectAltName=DNS:api.test,IP:{IP_B}\n")
+        sh("openssl", "x509", "-req", "-in", pki / "api.csr", "-CA", pki / "ca.pem",
+           "-CAkey", pki / "ca.key", "-CAcreateserial", "-out", pki / "api.pem", "-days", "2",
+           "-extfile", pki / "ext")
+        (cls.tmp / "key").write_text(SECRET + "\n")
+        (cls.tmp / "aws").write_text(f"{AWS_AKID} {AWS_SECRET} {AWS_TOKEN}\n")
+
+    @classmethod
+    def _start_api(cls) -> None:
+        api = Peer(netns(NS_B, PYTHON, "-c", API_SERVER, IP_B, cls.pki, cls.tmp / "key"), "api")
+        cls.peers.append(api)
+        aws = Peer(netns(NS_B, PYTHON, "-c", AWS_SERVER, IP_B, cls.pki, cls.tmp / "aws"), "aws")
+        cls.peers.append(aws)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            r = subprocess.run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                     "--cacert", cls.pki / "ca.pem", f"https://{IP_B}/"),
+                               capture_output=True, text=True, timeout=10)
+            r2 = subprocess.run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                      "--cacert", cls.pki / "ca.pem", f"https://{IP_B}:8443/"),
+                                capture_output=True, text=True, timeout=10)
+            if r.stdout == "401" and r2.stdout == "403":
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the test API did not come up\n{api.output}")
+
+    @classmethod
+    def _resources(cls) -> str:
+        ca = (cls.pki / "ca.pem").read_text().strip().replace("\n", "\n      ")
+        return f"""
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata: {{name: client}}
+spec:
+  spiffeId: spiffe://{TD}/client
+  selectors: ["unix:path:{CURL}"]
+---
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata: {{name: py-client}}
+spec:
+  spiffeId: spiffe://{TD}/py-client
+  selectors: ["unix:path:{PYTHON}"]
+---
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: api}}
+spec:
+  mode: inject
+  addresses: ["{IP_B}:80", "api.test:80"]
+  tls:
+    port: 443
+    sni: api.test
+    caBundle: |
+      {ca}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialSource
+metadata: {{name: api-key}}
+spec: {{type: static, value: {SECRET}}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: s3}}
+spec:
+  mode: inject
+  addresses: ["{IP_B}:81"]
+  tls:
+    port: 8443
+    sni: api.test
+    caBundle: |
+      {ca}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialSource
+metadata: {{name: aws-key}}
+spec:
+  type: aws
+  accessKeyId: {AWS_AKID}
+  secretAccessKey: {AWS_SECRET}
+  sessionToken: {AWS_TOKEN}
+  region: eu-west-1
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialBinding
+metadata: {{name: s3-sign}}
+spec:
+  source: aws-key
+  identities: [spiffe://{TD}/client]
+  service: s3
+  delivery: {{sigv4: {{region: eu-west-1, service: s3}}}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialBinding
+metadata: {{name: api-bearer}}
+spec:
+  source: api-key
+  identities: [spiffe://{TD}/client, spiffe://{TD}/py-client]
+  service: api
+  delivery:
+    header: {{name: Authorization, template: "Bearer {{{{secret}}}}"}}
+"""
+
+    @classmethod
+    def cli(cls, *args, input=None, check=True):
+        return run(netns(NS_A, cls.sigil, *args, "--server", cls.admin_url, "--credentials",
+                         cls.server_data / "admin"), input=input, check=check)
+
+    @classmethod
+    def _start_server(cls) -> None:
+        cls.server_data = cls.tmp / "server"
+        ready = cls.tmp / "server.ready"
+        peer = Peer(netns(NS_A, cls.sigil, "server", "--data-dir", cls.server_data,
+                          "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
+                          "--agent-listen", f"{IP_A}:0", "--metrics-listen", "off",
+                          "--ready-file", ready), "sigil-server")
+        cls.peers.append(peer)
+        cls.server = peer
+        addr = helpers.wait_ready_file(peer, ready, "server", timeout=30)
+        cls.admin_url = "https://" + addr["admin"]
+        cls.agent_api = addr["agent"]
+
+    @classmethod
+    def _start_agent(cls) -> Peer:
+        token = cls.cli("token", "create", "--node", "host-a").stdout
+        m = re.search(r"SJT1\.[^\s]+", token)
+        assert m, token
+        token_file = cls.tmp / "token-a"
+        token_file.write_text(m.group(0) + "\n")
+        os.chmod(token_file, 0o600)
+        ready = cls.tmp / "agent-a.ready"
+        managed = f"sigil-inject-{os.getpid()}"
+        cls.cleanup_dirs.append(cls.tmp / "cgroup2" / managed)
+        peer = Peer(netns(NS_A, cls.sigil, "agent", "--server", cls.agent_api,
+                          "--join-token-file", token_file, "--data-dir", cls.tmp / "agent-a",
+                          "--socket", cls.tmp / "agent-a.sock", "--node-name", "host-a",
+                          "--health-listen", "127.0.0.1:0", "--ready-file", ready,
+                          "--dataplane", "--cgroup-root", cls.tmp / "cgroup2",
+                          "--managed-cgroup", managed, *cls._creds_flags()), "sigil-agent")
+        cls.peers.append(peer)
+        addr = helpers.wait_ready_file(peer, ready, "agent", timeout=30)
+        peer.managed = managed
+        peer.health = addr["health"]
+        peer.wait_for(r"dataplane\.intercept ", timeout=10)
+        return peer
+
+    @classmethod
+    def _creds_flags(cls) -> list[str]:
+        # The credential mount is not what this test is about; keep it out of /run.
+        r = subprocess.run([cls.sigil, "agent", "--help"], capture_output=True, text=True)
+        return ["--creds-mount", ""] if "--creds-mount" in r.stdout + r.stderr else []
+
+    @classmethod
+    def sigil_run(cls, *cmd: object) -> list[str]:
+        return netns(NS_A, cls.sigil, "run", "--cgroup-root", cls.tmp / "cgroup2",
+                     "--managed-cgroup", cls.agent.managed, "--", *cmd)
+
+    @classmethod
+    def _wait_through(cls) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = subprocess.run(cls.sigil_run(CURL, "-sS", "--max-time", "5",
+                                             f"http://{IP_B}/ready"),
+                               capture_output=True, text=True, timeout=30)
+            if r.returncode == 0 and r.stdout.startswith("ok"):
+                return
+            time.sleep(0.5)
+        raise AssertionError(f"no answer through the agent: {r.stdout!r} {r.stderr!r}\n"
+                             f"agent:\n{cls.agent.output}")
+
+    @staticmethod
+    def _remove_cgroup_tree(d: Path) -> None:
+        if not d.is_dir():
+            return
+        try:
+            (d / "cgroup.kill").write_text("1")
+        except OSError:
+            pass
+        deadline = time.monotonic() + 5
+        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+            while time.monotonic() < deadline:
+                try:
+                    sub.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                d.rmdir()
+                break
+            except OSError:
+                time.sleep(0.05)
+
+    def audit(self, type_: str) -> list[dict]:
+        r = self.cli("audit", "--type", type_, "--json")
+        return json.loads(r.stdout)
+
+    # --- tests -------------------------------------------------------------------------------
+
+    def test_01_plain_curl_gets_through_with_the_key(self):
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", f"http://{IP_B}/v1/models?x=1"))
+        self.assertEqual(r.stdout, "ok auth=1 path=/v1/models?x=1\n")
+        # The same request outside Sigil (straight to the API over TLS): no key, 401.
+        r = run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                      self.pki / "ca.pem", "--resolve", f"api.test:443:{IP_B}",
+                      "https://api.test/v1/models"))
+        self.assertEqual(r.stdout, "401")
+
+    def test_02_forged_credential_header_is_replaced(self):
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "-H",
+                               "Authorization: Bearer stolen-or-wrong", f"http://{IP_B}/forged"))
+        self.assertEqual(r.stdout, "ok auth=1 path=/forged\n")
+
+    def test_03_pipelined_requests_each_get_the_key(self):
+        reqs = "".join(f"GET /p{i} HTTP/1.1\\r\\nHost: {IP_B}\\r\\n\\r\\n" for i in range(3))
+        r = run(self.sigil_run(PYTHON, "-c", RAW_CLIENT, IP_B, reqs))
+        self.assertEqual(r.stdout.count("HTTP/1.1 200"), 3, r.stdout)
+        for i in range(3):
+            self.assertIn(f"ok auth=1 path=/p{i}\n", r.stdout)
+
+    def test_04_uncovered_host_and_header_injection_refused(self):
+        before = len(self.audit("dataplane.denied")) + len(self.audit("dataplane.refused"))
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "-H", "Host: evil.example",
+                               "-w", "%{http_code}", "-o", self.tmp / "body403",
+                               f"http://{IP_B}/x"))
+        self.assertEqual(r.stdout, "403")
+        self.assertIn("not covered by Service api", (self.tmp / "body403").read_text())
+        r = run(self.sigil_run(PYTHON, "-c", RAW_CLIENT, IP_B,
+                               f"GET /y HTTP/1.1\\r\\nHost: {IP_B}\\r\\nX-A: one\\rtwo\\r\\n\\r\\n"))
+        self.assertTrue(r.stdout.startswith("HTTP/1.1 400"), r.stdout)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            after = len(self.audit("dataplane.denied")) + len(self.audit("dataplane.refused"))
+            if after >= before + 2:
+                break
+            time.sleep(0.3)
+        self.assertGreaterEqual(after, before + 2)
+
+    def test_05_secret_never_in_the_workload_nor_in_logs(self):
+        client = subprocess.Popen(self.sigil_run(PYTHON, "-u", "-c", PAUSING_CLIENT, IP_B),
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            line = client.stdout.readline()
+            self.assertEqual(line.strip(), "HTTP/1.1 200 OK")
+            # Find the stopped python (a child of `sigil run`) and read all of its memory.
+            pid = None
+            deadline = time.monotonic() + 10
+            while pid is None and time.monotonic() < deadline:
+                for p in Path("/proc").iterdir():
+                    if not p.name.isdigit():
+                        continue
+                    try:
+                        stat = (p / "stat").read_text()
+                        cmd = (p / "cmdline").read_bytes()
+                    except OSError:
+                        continue
+                    if b"PAUSING" not in cmd and b"SIGSTOP" in cmd and ") T " in stat:
+                        pid = int(p.name)
+                time.sleep(0.1)
+            self.assertIsNotNone(pid, "the paused client was not found")
+            secret = SECRET.encode()
+            control = b"ok auth=1 path=/mem"  # the response it received: proves the scan reads
+            found = seen_control = False
+            with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+                for m in maps:
+                    addr, perms = m.split()[:2]
+                    if "r" not in perms:
+                        continue
+                    lo, hi = (int(x, 16) for x in addr.split("-"))
+                    try:
+                        mem.seek(lo)
+                        chunk = mem.read(hi - lo)
+                        found = found or secret in chunk
+                        seen_control = seen_control or control in chunk
+                    except OSError:
+                        continue
+            self.assertTrue(seen_control, "the memory scan did not see the response it read")
+            self.assertFalse(found, "the key is in the workload's memory")
+            self.assertNotIn(secret, Path(f"/proc/{pid}/environ").read_bytes())
+            os.kill(pid, signal.SIGKILL)
+        finally:
+            client.kill()
+            client.wait(timeout=10)
+            client.stdout.close()
+        for peer in (self.agent, self.server):
+            self.assertNotIn(SECRET, peer.output)
+
+    def test_06_each_request_is_audited(self):
+        run(self.sigil_run(CURL, "-sS", "--max-time", "10", f"http://{IP_B}/audited?q=secret-q"))
+        deadline = time.monotonic() + 10
+        rec = None
+        while rec is None and time.monotonic() < deadline:
+            for r in self.audit("dataplane.inject"):
+                d = r.get("details", {})
+                if isinstance(d, str):
+                    d = json.loads(d)
+                if d.get("path") == "/audited":
+                    rec = (r, d)
+            time.sleep(0.3)
+        self.assertIsNotNone(rec, "no dataplane.inject record for /audited")
+        r, d = rec
+        self.assertEqual(d["binding"], "api-bearer")
+        self.assertEqual(d["method"], "GET")
+        self.assertEqual(d["host"], IP_B)
+        self.assertNotIn("secret-q", json.dumps(r))
+        self.assertIn(f"spiffe://{TD}/client", json.dumps(r))
+        self.assertIn(CURL, json.dumps(r))
+
+    def test_07_sigv4_signed_on_the_wire_checked_by_botocore(self):
+        # GET with a query and a path needing encoding, then a PUT with a body (S3: unsigned
+        # payload); the stand-in re-signs each with botocore and compares.
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "-H", "Authorization: forged",
+                               f"http://{IP_B}:81/bucket/a%20key?list-type=2&prefix=x"))
+        self.assertEqual(r.stdout, "sigv4 ok /bucket/a%20key?list-type=2&prefix=x 0\n")
+        body = self.tmp / "upload.bin"
+        body.write_bytes(os.urandom(3000))
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "-T", body,
+                               f"http://{IP_B}:81/bucket/upload.bin"))
+        self.assertEqual(r.stdout, "sigv4 ok /bucket/upload.bin 3000\n")
+        for peer in (self.agent, self.server):
+            self.assertNotIn(AWS_SECRET, peer.output)
+            self.assertNotIn(AWS_TOKEN, peer.output)
+
+
+if __name__ == "__main__":
+    helpers.main()
