@@ -23,6 +23,7 @@ import datetime
 import http.server
 import json
 import secrets
+import signal
 import ssl
 import sys
 import threading
@@ -524,7 +525,7 @@ spec: {type: jwt, audience: vault}
         self.assertIn("--from-stdin", r.stdout)
         self.assertIn("credential.rotated", r.stdout)
 
-    # --- 6. audit --binding ------------------------------------------------------------------------
+    # --- 6. audit --binding -----------------------------------------------------------------------
 
     def test_08_audit_binding(self):
         self.apply_base()
@@ -589,11 +590,20 @@ spec: {{type: static, value: "{STATIC_OLD}"}}
         self.assertEqual(self.audit(binding="no-such-binding"), [])
         self.assertIn("--binding", helpers.run([self.sigil_bin, "audit", "--help"]).stdout)
 
-    # --- last --------------------------------------------------------------------------------------
+    # --- last -------------------------------------------------------------------------------------
 
     def test_99_no_secret_in_logs_db_or_audit(self):
         self.assertIn("ok", self.cli("audit", "verify").stdout)
         self.assert_no_secret_anywhere()
+        # A clean stop (under ASan this is also the leak check of the broker's state).
+        self.server.proc.send_signal(signal.SIGTERM)
+        rc = self.server.wait_exit(timeout=15)
+        self.assertEqual(rc, 0, f"server exit status after SIGTERM\n{self.server.output}")
+        for secret in ALL_SECRETS:
+            self.assertNotIn(secret, self.server.output, "a secret is in the server's log")
+            for f in (f for f in sorted(self.data.rglob("*")) if f.is_file()):
+                self.assertNotIn(secret.encode(), f.read_bytes(),
+                                 f"a secret is in clear in {f.relative_to(self.data)} after stop")
 
 
 if __name__ == "__main__":

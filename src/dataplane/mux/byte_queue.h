@@ -56,8 +56,10 @@ class ByteQueue {
  private:
   void Reserve(size_t room) {
     const size_t used = size();
-    if (data_ && cap_ - used >= room) {
-      // Compacting in place frees enough.
+    if (data_ && cap_ - used >= room && begin_ >= used) {
+      // Compacting in place frees enough, and moves no more bytes than were consumed since the
+      // last move (amortised O(1) per byte; compacting whenever possible made a large queue
+      // fed at the back and drained at the front copy itself over and over).
       std::memmove(data_.get(), data_.get() + begin_, used);
       begin_ = 0;
       end_ = used;

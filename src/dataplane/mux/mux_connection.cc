@@ -338,10 +338,26 @@ bool MuxConnection::HandleFrame(const Frame& f) {
         return false;
       }
       s->recv_credit -= static_cast<uint32_t>(f.payload.size());
-      (s->filter ? s->raw_in : s->to_local).Append(f.payload);
       s->received += f.payload.size();
       s->last_activity = SteadyClock::now();
-      buffered_ += f.payload.size();
+      std::string_view rest = f.payload;
+      if (!s->filter && s->to_local.empty() && s->writable && s->fd.valid()) {
+        // Straight from the frame to the socket: no copy through the stream's buffer.
+        const ssize_t n =
+            ::send(s->fd.get(), rest.data(), rest.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          s->unacked += static_cast<uint32_t>(n);
+          rest.remove_prefix(static_cast<size_t>(n));
+        } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+          s->writable = false;
+        } else if (n < 0 && errno != EINTR) {
+          EndStream(*s, true, std::string("local write: ") + std::strerror(errno), true);
+          return !closed_;
+        }
+        if (!rest.empty()) s->writable = false;  // a short write: the socket is full
+      }
+      (s->filter ? s->raw_in : s->to_local).Append(rest);
+      buffered_ += rest.size();
       if (buffered_ > options_.max_buffered) reading_paused_ = true;
       PumpStream(*s);
       return !closed_;

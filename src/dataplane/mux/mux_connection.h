@@ -52,7 +52,7 @@ struct MuxOptions {
   uint32_t max_streams = 256;  // open at once on this connection
   std::chrono::milliseconds stream_idle_timeout{std::chrono::minutes(10)};
   std::chrono::milliseconds idle_close{std::chrono::seconds(60)};  // <= 0: never
-  size_t max_buffered = 16 * 1024 * 1024;  // received bytes not yet written, all streams
+  size_t max_buffered = 32 * 1024 * 1024;  // received bytes not yet written, all streams
 };
 
 struct StreamEnd {

@@ -35,7 +35,7 @@ inline constexpr size_t kHeaderBytes = 8;
 inline constexpr size_t kMaxDataPayload = 16 * 1024;
 inline constexpr size_t kMaxReasonBytes = 200;
 // Every stream starts with this receive window in both directions.
-inline constexpr uint32_t kInitialWindow = 256 * 1024;
+inline constexpr uint32_t kInitialWindow = 2048 * 1024;
 
 enum class FrameType : uint8_t {
   kOpen = 1,

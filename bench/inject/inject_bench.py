@@ -1,0 +1,369 @@
+"""Credential-injection benchmark; see run.sh.
+
+Topology (two network namespaces joined by veth, created and removed here):
+  A (10.80.0.1): sigil server, agent A (--dataplane), wrk
+  B (10.80.0.2): nginx with TLS on :443, answering 200 only to `Authorization: Bearer <key>`
+
+Paths, each measured with wrk (keep-alive, small requests, same connections and threads):
+  direct  wrk -> https://10.80.0.2:443 with the key in its own header (plain TLS from the client)
+  inject  `sigil run -- wrk http://10.80.0.2:80/` -> agent A adds the key, TLS to :443
+Targets (docs/benchmarks.md): inject requests/s >= 80 % of direct; p99 added < 1 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent.parent / "tests" / "interop"))
+
+import helpers  # noqa: E402
+from helpers import Peer, run  # noqa: E402
+
+TD = "example.org"
+PID = os.getpid()
+NS_A, NS_B = f"ibA{PID}", f"ibB{PID}"
+IP_A, IP_B = "10.80.0.1", "10.80.0.2"
+KEY = "sk-bench-" + os.urandom(8).hex()
+
+NGINX = """
+daemon off;
+master_process on;
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log stderr warn;
+events {{ worker_connections 4000; }}
+http {{
+    access_log off;
+    keepalive_timeout 300s;
+    keepalive_requests 100000000;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    fastcgi_temp_path {tmp}/nginx-fastcgi;
+    uwsgi_temp_path {tmp}/nginx-uwsgi;
+    scgi_temp_path {tmp}/nginx-scgi;
+    server {{
+        listen 443 ssl backlog=4096;
+        ssl_certificate {tmp}/api.pem;
+        ssl_certificate_key {tmp}/api.key;
+        ssl_protocols TLSv1.3;
+        ssl_session_tickets on;
+        location / {{
+            if ($http_authorization != "Bearer {key}") {{ return 401 "no\\n"; }}
+            return 200 "ok\\n";
+        }}
+    }}
+}}
+"""
+
+
+def netns(ns: str, *argv: object) -> list[str]:
+    return ["ip", "netns", "exec", ns, *[str(a) for a in argv]]
+
+
+def sh(*argv: object) -> subprocess.CompletedProcess:
+    return run([str(a) for a in argv], timeout=60)
+
+
+def parse_wrk(text: str) -> dict:
+    units = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    if not m:
+        raise RuntimeError(f"wrk printed no Requests/sec:\n{text}")
+    out = {"rps": float(m.group(1))}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", text, re.M)
+        out[f"p{pct}"] = float(m.group(1)) * units[m.group(2)] if m else float("nan")
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    out["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    out["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return out
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.peers: list[Peer] = []
+        self._td = tempfile.TemporaryDirectory(prefix="sigil-inject-bench-")
+        self.tmp = Path(self._td.name)
+        os.chmod(self.tmp, 0o755)
+        self.mounted = False
+        self.made_ns = False
+        self.managed = f"sigil-ibench-{PID}"
+        self.wrk = os.path.realpath(shutil.which("wrk") or "wrk")
+        self.curl = os.path.realpath(shutil.which("curl") or "curl")
+
+    def log(self, msg: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def setup(self) -> None:
+        for tool in ("wrk", "nginx", "openssl", "curl", "ip"):
+            if shutil.which(tool) is None:
+                raise SystemExit(f"inject bench: '{tool}' not found (run scripts/setup.sh)")
+        sh("ip", "netns", "add", NS_A)
+        sh("ip", "netns", "add", NS_B)
+        self.made_ns = True
+        va, vb = f"iba{PID % 100000}", f"ibb{PID % 100000}"
+        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
+        sh("ip", "link", "set", va, "netns", NS_A)
+        sh("ip", "link", "set", vb, "netns", NS_B)
+        for ns, dev, ip in ((NS_A, va, IP_A), (NS_B, vb, IP_B)):
+            sh(*netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev))
+            sh(*netns(ns, "ip", "link", "set", dev, "up"))
+            sh(*netns(ns, "ip", "link", "set", "lo", "up"))
+        (self.tmp / "cgroup2").mkdir()
+        sh("mount", "-t", "cgroup2", "none", self.tmp / "cgroup2")
+        self.mounted = True
+        t = self.tmp
+        sh("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+           "-nodes", "-keyout", t / "ca.key", "-out", t / "ca.pem", "-days", "2",
+           "-subj", "/CN=inject bench CA")
+        sh("openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+           "-keyout", t / "api.key", "-out", t / "api.csr", "-subj", "/CN=api.bench")
+        (t / "ext").write_text(f"subjectAltName=DNS:api.bench,IP:{IP_B}\n")
+        sh("openssl", "x509", "-req", "-in", t / "api.csr", "-CA", t / "ca.pem", "-CAkey",
+           t / "ca.key", "-CAcreateserial", "-out", t / "api.pem", "-days", "2", "-extfile",
+           t / "ext")
+        (t / "nginx.conf").write_text(NGINX.format(tmp=t, key=KEY))
+        self.nginx = Peer(netns(NS_B, "nginx", "-e", "stderr", "-c", t / "nginx.conf"), "nginx")
+        self.peers.append(self.nginx)
+        ready = t / "server.ready"
+        server = Peer(netns(NS_A, self.args.sigil, "server", "--data-dir", t / "server",
+                            "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
+                            "--agent-listen", f"{IP_A}:0", "--metrics-listen", "off",
+                            "--ready-file", ready), "server")
+        self.peers.append(server)
+        self.server = server
+        addr = helpers.wait_ready_file(server, ready, "server", timeout=30)
+        self.admin = ["--server", "https://" + addr["admin"], "--credentials", t / "server" / "admin"]
+        ca = (t / "ca.pem").read_text().strip().replace("\n", "\n      ")
+        resources = f"""
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata: {{name: wrk}}
+spec: {{spiffeId: "spiffe://{TD}/bench/wrk", selectors: ["unix:path:{self.wrk}"]}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: WorkloadIdentity
+metadata: {{name: curl}}
+spec: {{spiffeId: "spiffe://{TD}/bench/curl", selectors: ["unix:path:{self.curl}"]}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: api}}
+spec:
+  mode: inject
+  addresses: ["{IP_B}:80"]
+  tls:
+    port: 443
+    sni: api.bench
+    caBundle: |
+      {ca}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialSource
+metadata: {{name: key}}
+spec: {{type: static, value: {KEY}}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialBinding
+metadata: {{name: bench-bearer}}
+spec:
+  source: key
+  identities: ["spiffe://{TD}/bench/wrk", "spiffe://{TD}/bench/curl"]
+  service: api
+  delivery:
+    header: {{name: Authorization, template: "Bearer {{{{secret}}}}"}}
+"""
+        run(netns(NS_A, self.args.sigil, "apply", "-f", "-", *self.admin), input=resources)
+        token = run(netns(NS_A, self.args.sigil, "token", "create", "--node", "bench-a",
+                          *self.admin)).stdout
+        m = re.search(r"SJT1\.[^\s]+", token)
+        (t / "token").write_text(m.group(0) + "\n")
+        os.chmod(t / "token", 0o600)
+        ready = t / "agent.ready"
+        help_text = subprocess.run([self.args.sigil, "agent", "--help"], capture_output=True,
+                                   text=True).stdout
+        extra = ["--creds-mount", ""] if "--creds-mount" in help_text else []
+        agent = Peer(netns(NS_A, self.args.sigil, "agent", "--server", addr["agent"],
+                           "--join-token-file", t / "token", "--data-dir", t / "agent",
+                           "--socket", t / "agent.sock", "--node-name", "bench-a",
+                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
+                           "--dataplane", "--dataplane-loops", "1",
+                           "--cgroup-root", t / "cgroup2", "--managed-cgroup", self.managed,
+                           *extra), "agent")
+        self.peers.append(agent)
+        self.agent = agent
+        helpers.wait_ready_file(agent, ready, "agent", timeout=30)
+        agent.wait_for(r"dataplane\.intercept ", timeout=15)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            r = subprocess.run(self.sigil_run(self.curl, "-s", f"http://{IP_B}/"),
+                               capture_output=True, text=True, timeout=20)
+            if r.stdout == "ok\n":
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"no answer through the agent\n{agent.output[-3000:]}")
+
+    def sigil_run(self, *cmd: object) -> list[str]:
+        return netns(NS_A, self.args.sigil, "run", "--cgroup-root", self.tmp / "cgroup2",
+                     "--managed-cgroup", self.managed, "--", *cmd)
+
+    @staticmethod
+    def cpu_seconds(pid: int) -> float:
+        """utime + stime of a process and all its threads (children not included)."""
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def wrk_run(self, argv: list[str]) -> dict:
+        procs = {"agent": self.agent.proc.pid, "server": self.server.proc.pid,
+                 "nginx": self.nginx_pid()}
+        before = {k: self.cpu_seconds(p) for k, p in procs.items()}
+        start = time.monotonic()
+        r = subprocess.run(argv, capture_output=True, text=True,
+                           timeout=self.args.duration + 60)
+        elapsed = time.monotonic() - start
+        if r.returncode != 0:
+            raise RuntimeError(f"wrk failed: {r.stderr}\n{r.stdout}")
+        out = parse_wrk(r.stdout)
+        out["cpu"] = {k: (self.cpu_seconds(p) - before[k]) / elapsed for k, p in procs.items()}
+        return out
+
+    def nginx_pid(self) -> int:
+        # The worker (the master's only child) does the work.
+        master = self.nginx.proc.pid
+        for p in Path("/proc").iterdir():
+            if p.name.isdigit():
+                try:
+                    if int((p / "stat").read_text().rsplit(")", 1)[1].split()[1]) == master:
+                        return int(p.name)
+                except (OSError, ValueError, IndexError):
+                    continue
+        return master
+
+    def measure(self) -> dict:
+        d, c = str(self.args.duration), str(self.args.conns)
+        common = ["-t", "1", "-c", c, "-d", f"{d}s", "--latency"]
+        out = {}
+        # Warm up both paths (TLS sessions, the agent's grant cache).
+        self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s",
+                           "-H", f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/"))
+        self.wrk_run(self.sigil_run(self.wrk, "-t", "1", "-c", c, "-d", "2s", f"http://{IP_B}/"))
+        for rep in range(self.args.reps):
+            for path in ("direct", "inject"):
+                if path == "direct":
+                    argv = netns(NS_A, self.wrk, *common, "-H", f"Authorization: Bearer {KEY}",
+                                 f"https://{IP_B}:443/")
+                else:
+                    argv = self.sigil_run(self.wrk, *common, f"http://{IP_B}/")
+                perf = None
+                if self.args.perf and path == "inject" and rep == 0:
+                    perf = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o",
+                                             self.args.perf, "-p", str(self.agent.proc.pid), "--",
+                                             "sleep", str(max(1, self.args.duration - 1))],
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                r = self.wrk_run(argv)
+                if perf is not None:
+                    perf.wait(timeout=60)
+                self.log(f"  {path:6s} rep {rep + 1}: {r['rps']:,.0f} req/s  p50 {r['p50']:.3f} ms"
+                         f"  p99 {r['p99']:.3f} ms  non-2xx {r['non2xx']}  "
+                         f"socket errors {r['socket_errors']}  CPU/s: " +
+                         ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"].items()))
+                out.setdefault(path, []).append(r)
+        return out
+
+    def report(self, out: dict) -> int:
+        def median(path: str, key: str) -> float:
+            vals = sorted(r[key] for r in out[path])
+            return vals[len(vals) // 2]
+        direct_rps, inject_rps = median("direct", "rps"), median("inject", "rps")
+        ratio = inject_rps / direct_rps
+        added50 = median("inject", "p50") - median("direct", "p50")
+        added99 = median("inject", "p99") - median("direct", "p99")
+        bad = sum(r["non2xx"] + r["socket_errors"] for rs in out.values() for r in rs)
+        print("=" * 90)
+        print(f"Sigil credential injection benchmark — {time.strftime('%Y-%m-%d %H:%M')} — "
+              f"{os.cpu_count()} CPUs; {self.args.conns} keep-alive connections, 1 wrk thread, "
+              f"agent 1 event loop, nginx 1 worker; {self.args.duration} s x {self.args.reps} "
+              "(median)")
+        print(f"  direct (client TLS + own key)   {direct_rps:>10,.0f} req/s  "
+              f"p50 {median('direct', 'p50'):.3f} ms  p99 {median('direct', 'p99'):.3f} ms")
+        print(f"  inject (plain HTTP, agent adds) {inject_rps:>10,.0f} req/s  "
+              f"p50 {median('inject', 'p50'):.3f} ms  p99 {median('inject', 'p99'):.3f} ms")
+        print(f"  inject/direct requests/s: {ratio:.2f}   added latency p50 {added50:+.3f} ms, "
+              f"p99 {added99:+.3f} ms   non-2xx or socket errors: {bad}")
+        print(f"  [{'MET ' if ratio >= 0.8 else 'MISS'}] requests/s >= 80 % of direct: "
+              f"{ratio * 100:.0f} %")
+        print(f"  [{'MET ' if added99 < 1.0 else 'MISS'}] p99 added < 1 ms: {added99:+.3f} ms")
+        return 0 if bad == 0 else 1
+
+    def cleanup(self) -> None:
+        for p in reversed(self.peers):
+            p.kill()
+        d = self.tmp / "cgroup2" / self.managed
+        if d.is_dir():
+            try:
+                (d / "cgroup.kill").write_text("1")
+            except OSError:
+                pass
+            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                for _ in range(50):
+                    try:
+                        sub.rmdir()
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+            for _ in range(50):
+                try:
+                    d.rmdir()
+                    break
+                except OSError:
+                    time.sleep(0.05)
+        if self.mounted:
+            subprocess.run(["umount", "-l", str(self.tmp / "cgroup2")], capture_output=True)
+        if self.made_ns:
+            for ns in (NS_A, NS_B):
+                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        self._td.cleanup()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description="Sigil credential-injection benchmark")
+    ap.add_argument("--sigil", default=str(HERE.parent.parent / "build/release/apps/sigil/sigil"))
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measurement (1-120)")
+    ap.add_argument("--conns", type=int, default=16, help="keep-alive connections (1-1000)")
+    ap.add_argument("--reps", type=int, default=3, help="rounds per path, median reported (1-9)")
+    ap.add_argument("--perf", default="",
+                    help="debugging: `perf record -g` the agent during the first inject round "
+                         "into this file")
+    args = ap.parse_args()
+    if not (1 <= args.duration <= 120 and 1 <= args.conns <= 1000 and 1 <= args.reps <= 9):
+        ap.error("--duration 1-120, --conns 1-1000, --reps 1-9")
+    if os.geteuid() != 0:
+        ap.error("run as root (namespaces, BPF, cgroup2)")
+    bench = Bench(args)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    try:
+        bench.log("setting up namespaces, server, agent, nginx")
+        bench.setup()
+        bench.log("measuring")
+        return bench.report(bench.measure())
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
