@@ -221,7 +221,20 @@ void MuxConnection::OnStreamEvent(uint32_t id, uint32_t events) {
   if (WriteEvent(events)) s->writable = true;
   if ((events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0) s->hup_seen = true;
   PumpStream(*s);
-  if (!closed_) Flush();
+  // Flush once after the loop's current batch of events, so frames read from several streams
+  // in one batch leave in one TLS record and one send().
+  if (!closed_) PostFlush();
+}
+
+void MuxConnection::PostFlush() {
+  if (flush_posted_) return;
+  flush_posted_ = true;
+  loop_.Post([weak = weak_from_this()] {
+    auto c = weak.lock();
+    if (!c) return;
+    c->flush_posted_ = false;
+    if (!c->closed_) c->Flush();
+  });
 }
 
 void MuxConnection::Pump() {

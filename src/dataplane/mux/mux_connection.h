@@ -135,6 +135,7 @@ class MuxConnection : public std::enable_shared_from_this<MuxConnection> {
   void OnConnEvent(uint32_t events);
   void Pump();        // read frames, flush output, until blocked
   void PostPump();    // Pump() from the loop, once
+  void PostFlush();   // Flush() after the current batch of events, once
   bool ReadFrames();  // false: the connection closed
   bool HandleFrame(const Frame& f);
   void Flush();
@@ -168,6 +169,7 @@ class MuxConnection : public std::enable_shared_from_this<MuxConnection> {
   bool write_needs_read_ = false;
   bool reading_paused_ = false;  // max_buffered reached
   bool pump_posted_ = false;
+  bool flush_posted_ = false;
   bool closed_ = false;
   bool draining_ = false;
   std::chrono::steady_clock::time_point idle_since_;
