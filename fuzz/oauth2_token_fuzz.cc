@@ -31,14 +31,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (token->lifetime <= Millis(0)) std::abort();
     const Millis cached = CacheDuration(token->lifetime);
     if (cached < Millis(0) || cached > token->lifetime) std::abort();
-  } else if (failure.http_status != status || token.error().message().find('\n') !=
-                                                   std::string::npos) {
+  } else if (failure.http_status != status ||
+             token.error().message().find('\n') != std::string::npos) {
     std::abort();
   }
 
   auto url = sigil::server::oauth2::ParseHttpsUrl(body);
-  if (url.ok() && (url->host.empty() || url->port < 1 || url->port > 65535 ||
-                   !url->target.starts_with("/"))) {
+  if (url.ok() &&
+      (url->host.empty() || url->port < 1 || url->port > 65535 || !url->target.starts_with("/"))) {
     std::abort();
   }
   return 0;

@@ -21,8 +21,8 @@ class EventReporter {
  public:
   using SendFn = std::function<Result<void>(const sigil::agent::v1::ReportEventsRequest&)>;
   struct Options {
-    size_t max_queued = 16384;  // ~4 MiB; the oldest are dropped (and counted) beyond
-    size_t max_batch = 256;  // the server's limit per report
+    size_t max_queued = 16384;                // ~4 MiB; the oldest are dropped (and counted) beyond
+    size_t max_batch = 256;                   // the server's limit per report
     std::chrono::milliseconds interval{500};  // or sooner, as soon as a full batch is queued
   };
 
