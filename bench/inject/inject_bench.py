@@ -25,9 +25,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "tests" / "interop"))
+sys.path.insert(0, str(HERE.parent.parent / "tests" / "dataplane"))
 
 import helpers  # noqa: E402
 from helpers import Peer, run  # noqa: E402
+from netns_topology import delete_hosts, make_hosts, netns, remove_cgroup_tree  # noqa: E402
 
 TD = "example.org"
 PID = os.getpid()
@@ -64,10 +66,6 @@ http {{
     }}
 }}
 """
-
-
-def netns(ns: str, *argv: object) -> list[str]:
-    return ["ip", "netns", "exec", ns, *[str(a) for a in argv]]
 
 
 def sh(*argv: object) -> subprocess.CompletedProcess:
@@ -110,17 +108,8 @@ class Bench:
         for tool in ("wrk", "nginx", "openssl", "curl", "ip"):
             if shutil.which(tool) is None:
                 raise SystemExit(f"inject bench: '{tool}' not found (run scripts/setup.sh)")
-        sh("ip", "netns", "add", NS_A)
-        sh("ip", "netns", "add", NS_B)
         self.made_ns = True
-        va, vb = f"iba{PID % 100000}", f"ibb{PID % 100000}"
-        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        sh("ip", "link", "set", va, "netns", NS_A)
-        sh("ip", "link", "set", vb, "netns", NS_B)
-        for ns, dev, ip in ((NS_A, va, IP_A), (NS_B, vb, IP_B)):
-            sh(*netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev))
-            sh(*netns(ns, "ip", "link", "set", dev, "up"))
-            sh(*netns(ns, "ip", "link", "set", "lo", "up"))
+        make_hosts(NS_A, IP_A, NS_B, IP_B, f"ib{PID % 100000}")
         (self.tmp / "cgroup2").mkdir()
         sh("mount", "-t", "cgroup2", "none", self.tmp / "cgroup2")
         self.mounted = True
@@ -313,30 +302,11 @@ spec:
     def cleanup(self) -> None:
         for p in reversed(self.peers):
             p.kill()
-        d = self.tmp / "cgroup2" / self.managed
-        if d.is_dir():
-            try:
-                (d / "cgroup.kill").write_text("1")
-            except OSError:
-                pass
-            for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                for _ in range(50):
-                    try:
-                        sub.rmdir()
-                        break
-                    except OSError:
-                        time.sleep(0.05)
-            for _ in range(50):
-                try:
-                    d.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.05)
+        remove_cgroup_tree(self.tmp / "cgroup2" / self.managed)
         if self.mounted:
             subprocess.run(["umount", "-l", str(self.tmp / "cgroup2")], capture_output=True)
         if self.made_ns:
-            for ns in (NS_A, NS_B):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            delete_hosts(NS_A, NS_B)
         self._td.cleanup()
 
 

@@ -8,9 +8,7 @@
 //   tls/                the server's own TLS identity for the agent API (gRPC re-reads it):
 //                       server.key (0600; new each start), server.crt, roots.pem
 #include <sys/stat.h>
-
 #include <unistd.h>
-#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <condition_variable>
@@ -185,59 +183,6 @@ void Maintenance::Tick() {
   }
 }
 
-// `--config FILE`: a YAML mapping whose keys are the flag names without "--" (data-dir,
-// trust-domain, store, admin-listen, agent-listen, metrics-listen, kek-file, log-format, ca-ttl,
-// server-name, server-cert-ttl, ready-file). Flags given on the command line win. Unknown keys
-// and non-scalar values are errors naming the key.
-Result<void> LoadConfig(const std::string& path, Flags& f) {
-  SIGIL_ASSIGN_OR_RETURN(std::string text, ReadFile(path, size_t{1} << 20));
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return InvalidArgument("--config " + path + ": not YAML: " + e.what());
-  }
-  if (root.IsNull()) return Ok();
-  if (!root.IsMap()) return InvalidArgument("--config " + path + ": must be a mapping");
-  const std::map<std::string, std::string*> strings = {{"data-dir", &f.data_dir},
-                                                       {"trust-domain", &f.trust_domain},
-                                                       {"store", &f.store},
-                                                       {"admin-listen", &f.admin_listen},
-                                                       {"agent-listen", &f.agent_listen},
-                                                       {"metrics-listen", &f.metrics_listen},
-                                                       {"kek-file", &f.kek_file},
-                                                       {"log-format", &f.log_format},
-                                                       {"server-name", &f.server_names},
-                                                       {"ready-file", &f.ready_file}};
-  const std::map<std::string, Seconds*> durations = {{"ca-ttl", &f.ca_ttl},
-                                                     {"server-cert-ttl", &f.server_cert_ttl}};
-  for (const auto& kv : root) {
-    std::string key;
-    try {
-      key = kv.first.as<std::string>();
-    } catch (const YAML::Exception&) {
-      return InvalidArgument("--config " + path + ": keys must be strings");
-    }
-    if (!kv.second.IsScalar()) {
-      return InvalidArgument("--config " + path + ": " + key + ": must be a single value");
-    }
-    const std::string value = kv.second.as<std::string>();
-    if (auto it = strings.find(key); it != strings.end()) {
-      *it->second = value;
-    } else if (auto d = durations.find(key); d != durations.end()) {
-      auto parsed = ParseDuration(value);
-      if (!parsed.ok()) {
-        return InvalidArgument("--config " + path + ": " + key + ": " + parsed.error().message());
-      }
-      *d->second = *parsed;
-    } else {
-      return InvalidArgument("--config " + path + ": unknown key \"" + key +
-                             "\" (keys are the flag names without --)");
-    }
-  }
-  return Ok();
-}
-
 int Serve(const Flags& f, server::Logger& log) {
   auto fail = [&](std::string_view what, const Error& e) {
     log.Error("server.fail", {{"step", what}, {"error", e.message()}});
@@ -380,18 +325,6 @@ int Serve(const Flags& f, server::Logger& log) {
 
 int RunServer(std::span<const std::string> args) {
   Flags f;
-  // The config file first, so that flags given on the command line override it.
-  std::string config;
-  for (size_t i = 0; i < args.size(); ++i) {
-    if (args[i] == "--config" && i + 1 < args.size()) config = args[i + 1];
-    if (args[i].starts_with("--config=")) config = args[i].substr(9);
-  }
-  if (!config.empty()) {
-    if (auto r = LoadConfig(config, f); !r.ok()) {
-      std::cerr << "sigil server: " << r.error().message() << "\n";
-      return kExitUsage;
-    }
-  }
   FlagSet flags(
       "server --data-dir DIR [--config FILE] [--trust-domain TD] [--store URL] "
       "[--admin-listen HOST:PORT] "
@@ -400,8 +333,9 @@ int RunServer(std::span<const std::string> args) {
       "[--ready-file PATH]",
       "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
       "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
-  flags.String("config", &config,
-               "YAML file of flag values (keys are the flag names without --; flags win)");
+  flags.ConfigFile(
+      "YAML file of flag values (keys are the flag names without --; command-line "
+      "flags win)");
   flags.String("data-dir", &f.data_dir, "data directory (created 0700)", f.data_dir.empty());
   flags.String("trust-domain", &f.trust_domain, "trust domain (required on first start)");
   flags.String("store", &f.store,

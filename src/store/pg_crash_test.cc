@@ -4,11 +4,13 @@
 // recovery from the WAL at the next start), and checks that every acknowledged write is
 // present, the store is consistent and the audit chain verifies.
 #include <gtest/gtest.h>
+
 #include <poll.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <map>
 #include <string>
 #include <thread>
@@ -75,7 +77,14 @@ struct ChildGuard {
     for (int t = 0; t < kTries; ++t) {
       r = store->Apply(w, e);
       if (r->ok()) break;
-      if (!ride_out_outages || r->error().code() != ErrorCode::kUnavailable) ::_exit(3);
+      // Unavailable (the server is down or restarting) and Aborted (a conflict the store
+      // already retried) are the two errors the contract says to retry.
+      const ErrorCode code = r->error().code();
+      if (!ride_out_outages || (code != ErrorCode::kUnavailable && code != ErrorCode::kAborted)) {
+        std::fprintf(stderr, "writer: apply %llu: %s\n", static_cast<unsigned long long>(i),
+                     r->error().ToString().c_str());
+        ::_exit(3);
+      }
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
     if (!r->ok()) ::_exit(5);

@@ -41,6 +41,8 @@ sys.path.insert(0, str(HERE.parent / "interop"))
 
 import helpers  # noqa: E402
 from helpers import Peer, run  # noqa: E402
+from netns_topology import (delete_hosts, make_hosts, netns,  # noqa: E402
+                            remove_cgroup_tree, sh)
 
 TD = "example.org"
 NS_A, NS_B = f"sgA{os.getpid()}", f"sgB{os.getpid()}"
@@ -123,12 +125,6 @@ spec:
 """
 
 
-def netns(ns: str, *argv: object) -> list[str]:
-    return ["ip", "netns", "exec", ns, *[str(a) for a in argv]]
-
-
-def sh(*argv: object, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(a) for a in argv], check=check, timeout=30)
 
 
 class DataplaneTest(unittest.TestCase):
@@ -170,26 +166,15 @@ class DataplaneTest(unittest.TestCase):
         for m in cls.unmount:
             subprocess.run(["umount", "-l", str(m)], capture_output=True)
         if cls.made_ns:
-            for ns in (NS_A, NS_B):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            delete_hosts(NS_A, NS_B)
         cls._td.cleanup()
 
     # --- setup -------------------------------------------------------------------------------
 
     @classmethod
     def _make_hosts(cls) -> None:
-        sh("ip", "netns", "add", NS_A)
-        sh("ip", "netns", "add", NS_B)
         cls.made_ns = True
-        va, vb = f"va{os.getpid() % 100000}", f"vb{os.getpid() % 100000}"
-        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        sh("ip", "link", "set", va, "netns", NS_A)
-        sh("ip", "link", "set", vb, "netns", NS_B)
-        for ns, dev, ip in ((NS_A, va, IP_A), (NS_B, vb, IP_B)):
-            sh(*netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev))
-            sh(*netns(ns, "ip", "link", "set", dev, "up"))
-            sh(*netns(ns, "ip", "link", "set", "lo", "up"))
-        cls.veth_a = va
+        cls.veth_a = make_hosts(NS_A, IP_A, NS_B, IP_B, f"v{os.getpid() % 100000}")
 
     @classmethod
     def cli(cls, *args, input=None, check=True):
@@ -245,26 +230,7 @@ class DataplaneTest(unittest.TestCase):
 
     @staticmethod
     def _remove_cgroup_tree(d: Path) -> None:
-        if not d.is_dir():
-            return
-        try:
-            (d / "cgroup.kill").write_text("1")
-        except OSError:
-            pass
-        deadline = time.monotonic() + 5
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            while time.monotonic() < deadline:
-                try:
-                    sub.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        while time.monotonic() < deadline:
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
+        remove_cgroup_tree(d)
 
     @classmethod
     def _make_external_cgroup(cls) -> Path:

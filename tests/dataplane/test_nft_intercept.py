@@ -34,6 +34,8 @@ sys.path.insert(0, str(HERE.parent / "interop"))
 
 import helpers  # noqa: E402
 from helpers import Peer, run  # noqa: E402
+from netns_topology import (delete_hosts, make_hosts, netns,  # noqa: E402
+                            remove_cgroup_tree, sh)
 
 TD = "example.org"
 NS_A, NS_B = f"snA{os.getpid()}", f"snB{os.getpid()}"
@@ -75,12 +77,6 @@ spec:
 """
 
 
-def netns(ns: str, *argv: object) -> list[str]:
-    return ["ip", "netns", "exec", ns, *[str(a) for a in argv]]
-
-
-def sh(*argv: object, check: bool = True) -> subprocess.CompletedProcess:
-    return run([str(a) for a in argv], check=check, timeout=30)
 
 
 class NftInterceptTest(unittest.TestCase):
@@ -117,25 +113,15 @@ class NftInterceptTest(unittest.TestCase):
         if cls.mounted is not None:
             subprocess.run(["umount", "-l", str(cls.mounted)], capture_output=True)
         if cls.made_ns:
-            for ns in (NS_A, NS_B):
-                subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+            delete_hosts(NS_A, NS_B)
         cls._td.cleanup()
 
     # --- setup -------------------------------------------------------------------------------
 
     @classmethod
     def _make_hosts(cls) -> None:
-        sh("ip", "netns", "add", NS_A)
-        sh("ip", "netns", "add", NS_B)
         cls.made_ns = True
-        va, vb = f"na{os.getpid() % 100000}", f"nb{os.getpid() % 100000}"
-        sh("ip", "link", "add", va, "type", "veth", "peer", "name", vb)
-        sh("ip", "link", "set", va, "netns", NS_A)
-        sh("ip", "link", "set", vb, "netns", NS_B)
-        for ns, dev, ip in ((NS_A, va, IP_A), (NS_B, vb, IP_B)):
-            sh(*netns(ns, "ip", "addr", "add", f"{ip}/24", "dev", dev))
-            sh(*netns(ns, "ip", "link", "set", dev, "up"))
-            sh(*netns(ns, "ip", "link", "set", "lo", "up"))
+        make_hosts(NS_A, IP_A, NS_B, IP_B, f"n{os.getpid() % 100000}")
 
     @classmethod
     def _mount_cgroup2(cls) -> None:
@@ -196,26 +182,7 @@ class NftInterceptTest(unittest.TestCase):
 
     @staticmethod
     def _remove_cgroup_tree(d: Path) -> None:
-        if not d.is_dir():
-            return
-        try:
-            (d / "cgroup.kill").write_text("1")
-        except OSError:
-            pass
-        deadline = time.monotonic() + 5
-        for sub in sorted((p for p in d.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-            while time.monotonic() < deadline:
-                try:
-                    sub.rmdir()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-        while time.monotonic() < deadline:
-            try:
-                d.rmdir()
-                break
-            except OSError:
-                time.sleep(0.05)
+        remove_cgroup_tree(d)
 
     @classmethod
     def _start_web(cls) -> None:

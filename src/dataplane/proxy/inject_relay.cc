@@ -172,21 +172,7 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
 
   bool UpstreamToWorkload() {
     bool progress = false;
-    while (!to_w_.empty() && w_writable_) {
-      auto out = to_w_.readable();
-      IoResult r = w_->Write(out);
-      if (r.status == IoStatus::kOk) {
-        to_w_.Consume(r.bytes);
-        progress = true;
-        continue;
-      }
-      if (r.status == IoStatus::kWantWrite || r.status == IoStatus::kWantRead) {
-        w_writable_ = false;
-        break;
-      }
-      Finish("workload write: " + r.error, true);
-      return false;
-    }
+    if (!FlushToWorkload(progress)) return false;
     while (!u_eof_ && to_w_.size() < kMaxBuffered &&
            (u_read_needs_write_ ? u_writable_ : u_readable_)) {
       auto tail = to_w_.Tail(kChunk);
@@ -217,7 +203,12 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
       }
       break;
     }
-    // Flush what was just read.
+    if (!FlushToWorkload(progress)) return false;  // what was just read
+    return progress;
+  }
+
+  // Writes the queued upstream bytes to the workload; false when the relay ended.
+  bool FlushToWorkload(bool& progress) {
     while (!to_w_.empty() && w_writable_) {
       auto out = to_w_.readable();
       IoResult r = w_->Write(out);
@@ -233,7 +224,7 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
       Finish("workload write: " + r.error, true);
       return false;
     }
-    return progress;
+    return true;
   }
 
   // A refused request: once the upstream answered everything forwarded before it (or cannot
