@@ -403,7 +403,7 @@ class Bench:
                 "--health-listen", "127.0.0.1:0", "--ready-file", ready, "--dataplane",
                 "--dataplane-loops", str(self.args.agent_loops),
                 "--cgroup-root", self.tmp / "cgroup2", "--managed-cgroup", self.managed[host],
-                *self.args.agent_arg),
+                "--creds-mount", "", *self.args.agent_arg),
                 f"agent-{host}")
             self.wait_file(ready, p, f"agent {host}")
             p.wait_for(r"dataplane\.intercept", timeout=15)

@@ -153,7 +153,10 @@ class AgentTest(unittest.TestCase):
             ready.unlink()
         argv = [cls.sigil, "agent", "--server", cls.agent_api, "--data-dir", cls.agent_data,
                 "--socket", cls.socket, "--node-name", NODE, "--health-listen", "127.0.0.1:0",
-                "--ready-file", ready]
+                "--ready-file", ready,
+                # Credential files are tested in test_creds_fuse.py; agents of parallel tests
+                # must not contend for the default mount point.
+                "--creds-mount", ""]
         if join:
             argv += ["--join-token-file", cls.token_file]
         peer = Peer(argv, "sigil-agent")

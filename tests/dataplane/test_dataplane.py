@@ -213,6 +213,7 @@ class DataplaneTest(unittest.TestCase):
                           "--socket", cls.tmp / f"agent-{name}.sock", "--node-name", f"host-{name}",
                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
                           "--dataplane", "--cgroup-root", cls.tmp / "cgroup2", "--pool-idle", "1",
+                          "--creds-mount", "",
                           "--managed-cgroup", managed, *(extra or [])), f"sigil-agent-{name}")
         cls.peers.append(peer)
         addr = cls._wait_ready(peer, ready, f"agent {name}")

@@ -165,7 +165,7 @@ class NftInterceptTest(unittest.TestCase):
                           "--join-token-file", token_file, "--data-dir", cls.tmp / f"agent-{name}",
                           "--socket", cls.tmp / f"agent-{name}.sock", "--node-name", f"host-{name}",
                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
-                          "--dataplane", "--intercept", "nftables",
+                          "--dataplane", "--intercept", "nftables", "--creds-mount", "",
                           "--cgroup-root", cls.tmp / "cgroup2", "--managed-cgroup", managed),
                     f"sigil-agent-{name}")
         cls.peers.append(peer)
