@@ -199,7 +199,10 @@ Error PgConnection::Fail(std::string_view what, const PGresult* res) {
   std::string prefix = "postgres: ";
   prefix += what;
   prefix += ": ";
-  if (!healthy() || s.starts_with("08") || s == "57P01" || s == "57P02" || s == "57P03") {
+  // Errors the server reports carry a SQLSTATE; one without is libpq's own ("server closed the
+  // connection unexpectedly", "could not send data"), seen while PQstatus may still say OK.
+  if (!healthy() || s.empty() || s.starts_with("08") || s == "57P01" || s == "57P02" ||
+      s == "57P03") {
     return Unavailable("postgres: " + display_ + ": " + std::string(what) +
                        ": connection lost: " + FirstLine(PQerrorMessage(conn_)));
   }
