@@ -457,7 +457,7 @@ Result<size_t> KtlsRecv(int fd, std::span<uint8_t> buf) {
   return Internal("ktls: too many post-handshake records");
 }
 
-Result<void> KtlsSendCloseNotify(int fd) {
+ssize_t KtlsSendCloseNotifyRecord(int fd) {
   std::array<uint8_t, 2> alert = {1, 0};  // warning, close_notify
   std::array<char, CMSG_SPACE(sizeof(unsigned char))> control{};
   iovec iov{alert.data(), alert.size()};
@@ -475,7 +475,12 @@ Result<void> KtlsSendCloseNotify(int fd) {
   do {
     n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n != static_cast<ssize_t>(alert.size())) {
+  return n;
+}
+
+Result<void> KtlsSendCloseNotify(int fd) {
+  const ssize_t n = KtlsSendCloseNotifyRecord(fd);
+  if (n != 2) {
     return Internal(std::string("ktls: sending close_notify: ") +
                     (n < 0 ? std::strerror(errno) : "short write"));
   }

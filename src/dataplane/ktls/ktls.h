@@ -114,6 +114,9 @@ Result<size_t> KtlsRecv(int fd, std::span<uint8_t> buf);
 
 // Sends a close_notify alert record through the kernel (the peer's SSL_read then returns 0).
 Result<void> KtlsSendCloseNotify(int fd);
+// The sendmsg(2) behind it, for non-blocking callers: returns what sendmsg returned (the alert
+// is 2 bytes, taken whole or not at all; errno set on -1, EINTR already retried).
+ssize_t KtlsSendCloseNotifyRecord(int fd);
 
 // True if setsockopt(TCP_ULP, "tls") succeeds on a connected loopback TCP pair. Probed once.
 bool KernelTlsSupported();

@@ -344,32 +344,16 @@ IoResult KernelTlsLayer::SpliceFromPipe(int fd, int pipe_r, size_t n) {
 IoResult KernelTlsLayer::SendCloseNotify(int fd) {
   if (write_failed_) return Status(IoStatus::kError, "ktls: write side failed earlier");
   if (!close_notify_sent_) {
-    std::array<uint8_t, 2> alert = {1, kAlertCloseNotify};  // warning, close_notify
-    std::array<char, CMSG_SPACE(sizeof(unsigned char))> control{};
-    iovec iov{alert.data(), alert.size()};
-    msghdr msg{};
-    msg.msg_iov = &iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.data();
-    msg.msg_controllen = control.size();
-    cmsghdr* c = CMSG_FIRSTHDR(&msg);
-    c->cmsg_level = SOL_TLS;
-    c->cmsg_type = TLS_SET_RECORD_TYPE;
-    c->cmsg_len = CMSG_LEN(sizeof(unsigned char));
-    *CMSG_DATA(c) = kTlsContentAlert;
-    ssize_t n;
-    do {
-      n = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    } while (n < 0 && errno == EINTR);
+    const ssize_t n = ktls::KtlsSendCloseNotifyRecord(fd);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return Status(IoStatus::kWantWrite);
       return WriteFailure(KtlsErrno(errno, "ktls close_notify"));
     }
-    if (n != static_cast<ssize_t>(alert.size())) {
+    if (n != 2) {
       // The kernel takes a 2-byte record whole or not at all.
       return WriteFailure(Status(IoStatus::kError, "ktls close_notify: short write"));
     }
-    plain_sent_ += alert.size();
+    plain_sent_ += 2;
     close_notify_sent_ = true;
   }
   if (!TxFlushed(fd)) {
