@@ -2,7 +2,9 @@
 // to an `inject` or `xfcc` service) and the response framer. Invariants checked on every input:
 //   - the result never depends on how the bytes are split: whole, in pseudo-random pieces
 //     (seeded from the input) and byte by byte give the same output, heads and error response;
-//   - buffering stays bounded: undrained output never exceeds max_output plus one head;
+//   - buffering stays bounded: undrained output never exceeds max_output plus one head (plus
+//     one buffered body for requests held with BufferBody(), whose bodies stay below the
+//     limit or are refused);
 //   - the output is valid HTTP by our own rules: re-parsing it with a pass-through callback
 //     forwards the same requests and reproduces it byte for byte (normalisation is idempotent),
 //     and the rejected request's head never appears in it;
@@ -27,6 +29,7 @@ using sigil::dataplane::http::ResponseFramer;
 using sigil::dataplane::http::RewriterLimits;
 
 constexpr size_t kMaxOutput = 512;
+constexpr size_t kMaxBufferedBody = 300;
 
 // The re-parse pass allows what injection and serialisation add: one field, and a space after
 // each colon.
@@ -38,6 +41,7 @@ RewriterLimits Limits(bool reparse) {
   limits.chunks.trailers.max_bytes = 256;
   limits.chunks.trailers.max_fields = 4;
   limits.max_output = kMaxOutput;
+  limits.max_buffered_body = kMaxBufferedBody;
   return limits;
 }
 
@@ -52,14 +56,16 @@ struct Outcome {
 };
 
 // Rejects targets containing "deny", switches to opaque after a body-less request whose target
-// contains "opaque"; with `inject` also replaces the Authorization field (the re-parse pass
-// runs without it).
+// contains "opaque", holds requests whose target contains "sign" until their body is in; with
+// `inject` also replaces the Authorization field, or (held requests) adds one naming the body's
+// size (the re-parse pass runs without either).
 Outcome Run(std::string_view in, const std::vector<size_t>& pieces, bool inject) {
   Outcome o;
   RequestStreamRewriter rw(
       [&](RequestHead& head, const RequestInfo& info) {
         o.heads += head.Serialize();
         if (head.target.find("deny") != std::string::npos) return HeadVerdict::Reject(403, "deny");
+        if (head.target.find("sign") != std::string::npos) return HeadVerdict::BufferBody();
         if (inject) {
           head.Remove("authorization");
           head.Add("Authorization", "Bearer fuzz");
@@ -71,6 +77,11 @@ Outcome Run(std::string_view in, const std::vector<size_t>& pieces, bool inject)
         return HeadVerdict::Forward();
       },
       Limits(!inject));
+  rw.set_on_body([&](RequestHead& head, const RequestInfo&, std::string_view body) {
+    o.heads += "[body " + std::to_string(body.size()) + "]";
+    if (inject) head.Add("X-Signed", std::to_string(body.size()));
+    return HeadVerdict::Forward();
+  });
   const size_t max_serialized_head = 1024 + 16 * 4 + 64;
   std::string carry;
   size_t pos = 0, piece = 0;
@@ -81,7 +92,7 @@ Outcome Run(std::string_view in, const std::vector<size_t>& pieces, bool inject)
     pos += n;
     const size_t taken = rw.Feed(carry);
     carry.erase(0, taken);
-    if (rw.output().size() > kMaxOutput + max_serialized_head) std::abort();
+    if (rw.output().size() > kMaxOutput + max_serialized_head + kMaxBufferedBody) std::abort();
     o.output.append(rw.output());
     rw.Drain(rw.output().size());
     if (rw.state() == RequestStreamRewriter::State::kPaused) {

@@ -191,6 +191,9 @@ int RunAgent(std::span<const std::string> args) {
                "seconds a pooled connection with no stream stays open (default 60)");
   flags.Bool("intercept-loopback", &f.dp.intercept_loopback,
              "also intercept connections to 127.0.0.0/8 and ::1 (default off)");
+  flags.String("inject-ca-dir", &f.dp.inject_ca_dir,
+               "where the node-local CA of inject Services that terminate TLS is published "
+               "(inject-ca.pem, inject-ca-bundle.pem; default /run/sigil); see `sigil run`");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   for (const auto& a : args) {
     if (a == "--") break;

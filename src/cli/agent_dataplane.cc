@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <mutex>
+#include <thread>
 
 #include "dataplane/intercept/bpf_interceptor.h"
 #include "dataplane/intercept/cgroup2.h"
@@ -40,6 +41,7 @@ class AgentProxyHost final : public dataplane::ProxyHost {
     return agent_.X509Svids(process);
   }
   core::BundleSet Bundles() override { return agent_.Bundles(); }
+  std::shared_ptr<const core::RevocationSet> Revocations() override { return agent_.revocations(); }
 
   void Audit(const std::string& type, const std::string& identity, int64_t pid,
              const std::string& exe, const nlohmann::json& details) override {
@@ -88,8 +90,11 @@ class AgentProxyHost final : public dataplane::ProxyHost {
 
 class Running final : public Dataplane {
  public:
+  ~Running() override { StopWatching(); }
   void Stop() override {
+    StopWatching();
     if (proxy) proxy->Stop();
+    if (intercept) intercept->Stop();
     // The managed root goes when nothing is left in it (sigil run removes its own cgroups);
     // otherwise it stays for the next start.
     if (!root.empty()) (void)dataplane::RemoveCgroup(root);
@@ -157,6 +162,11 @@ class Running final : public Dataplane {
             "Pooled sigil/2 connections accepted from peer agents.", p.inbound_pooled);
     counter("sigil_dataplane_inbound_streams_total",
             "Streams of pooled connections relayed to local applications.", p.inbound_streams);
+    counter("sigil_dataplane_revoked_closed_total",
+            "Established connections closed because a certificate they used was revoked.",
+            p.revoked_closed);
+    counter("sigil_dataplane_revoked_refused_total",
+            "Handshakes refused because the peer's certificate is revoked.", p.revoked_refused);
     counter("sigil_dataplane_intercept_redirected_total",
             "TCP connects redirected to the outbound listener (BPF program or nftables rule).",
             i.redirected);
@@ -178,10 +188,33 @@ class Running final : public Dataplane {
     return out;
   }
 
+  // Tells the proxy when the synced revocations change (it then closes what they cover).
+  void WatchRevocations(const agent::Agent& agent) {
+    watcher = std::thread([this, &agent] {
+      auto seen = agent.revocations();
+      uint64_t generation = agent.state().generation();
+      while (!stop_watching.load()) {
+        generation = agent.state().WaitForChange(generation, std::chrono::milliseconds(250));
+        auto now = agent.revocations();
+        if (now != seen) {
+          seen = std::move(now);
+          proxy->RevocationsChanged();
+        }
+      }
+    });
+  }
+  void StopWatching() {
+    stop_watching = true;
+    if (watcher.joinable()) watcher.join();
+  }
+
   std::string root;
   std::unique_ptr<AgentProxyHost> host;
+  std::unique_ptr<InterceptCaKeeper> intercept;  // inject Services terminating TLS (uses host)
   std::unique_ptr<dataplane::Interceptor> interceptor;
   std::unique_ptr<dataplane::Proxy> proxy;
+  std::atomic<bool> stop_watching{false};
+  std::thread watcher;
 };
 
 Result<sockaddr_in> ParseV4(const std::string& what, const std::string& text) {
@@ -288,7 +321,10 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
   }
 
   running->host = std::make_unique<AgentProxyHost>(agent, attestor, *mode, log);
+  running->intercept = std::make_unique<InterceptCaKeeper>(
+      agent, [host = running->host.get()] { return host->Policy(); }, flags.inject_ca_dir, log);
   dataplane::ProxyOptions options;
+  options.intercept_ca = running->intercept->ca();
   options.outbound_v4 = flags.outbound;
   options.outbound_v6 = flags.outbound_v6;
   options.inbound = flags.inbound;
@@ -315,6 +351,7 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
   }
   SIGIL_ASSIGN_OR_RETURN(
       running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
+  running->WatchRevocations(agent);
   // Attach last: from here on, managed workloads' connections reach the proxy.
   SIGIL_TRY(running->interceptor->Attach(running->root));
   for (const auto& dir : flags.extra_cgroups) {

@@ -28,6 +28,9 @@ struct DataplaneFlags {
   std::string pool_idle = "60";  // seconds an unused pooled connection stays open
   std::string loops = "0";       // event loops; 0: one per core
   std::vector<std::string> extra_cgroups;  // existing cgroup2 directories to manage too
+  // TLS interception (inject Services with spec.inject.terminateTls): where the node-local
+  // CA's certificate and the workload bundle go (`sigil run --inject-ca-dir` reads them).
+  std::string inject_ca_dir = "/run/sigil";
 };
 
 class Dataplane {

@@ -84,4 +84,62 @@ Result<std::shared_ptr<const dataplane::InjectCredential>> FetchInjectCredential
       std::make_shared<AgentInjectCredential>(agent, std::move(grant)));
 }
 
+InterceptCaKeeper::InterceptCaKeeper(const agent::Agent& agent, PolicyFn policy, std::string dir,
+                                     Logger& log)
+    : agent_(agent), policy_(std::move(policy)), log_(log) {
+  dataplane::inject::InterceptCaOptions options;
+  options.dir = std::move(dir);
+  ca_ = std::make_shared<dataplane::inject::InterceptCa>(std::move(options));
+  Update();
+  thread_ = std::thread([this] {
+    uint64_t seen = agent_.state().generation();
+    auto last = std::chrono::steady_clock::now();
+    while (!stop_.load()) {
+      const uint64_t now = agent_.state().WaitForChange(seen, std::chrono::milliseconds(500));
+      // A sync change, or a minute without one (a generation may need rotating).
+      if (now != seen || std::chrono::steady_clock::now() - last >= std::chrono::minutes(1)) {
+        seen = now;
+        last = std::chrono::steady_clock::now();
+        if (!stop_.load()) Update();
+      }
+    }
+  });
+}
+
+InterceptCaKeeper::~InterceptCaKeeper() { Stop(); }
+
+void InterceptCaKeeper::Stop() {
+  stop_ = true;
+  if (thread_.joinable()) thread_.join();
+  (void)ca_->Cover({}, Clock::System().Now());
+}
+
+void InterceptCaKeeper::Update() {
+  std::vector<std::string> names;
+  std::vector<std::string> services;
+  if (auto policy = policy_()) {
+    for (const auto& s : policy->services()) {
+      if (s->mode != dataplane::ServiceMode::kInject || !s->terminate_tls) continue;
+      services.push_back(s->name);
+      for (auto& n : dataplane::TlsServerNames(*s)) names.push_back(std::move(n));
+    }
+  }
+  auto changed = ca_->Cover(names, Clock::System().Now());
+  if (!changed.ok()) {
+    if (changed.error().message() != last_error_) {
+      last_error_ = changed.error().message();
+      log_.Warn("dataplane.intercept_ca.failed",
+                {{"services", services}, {"error", changed.error().message()}});
+    }
+    return;
+  }
+  last_error_.clear();
+  if (*changed) {
+    log_.Info("dataplane.intercept_ca", {{"services", services},
+                                         {"names", ca_->names()},
+                                         {"generations", ca_->Authorities().size()},
+                                         {"bundle", names.empty() ? "" : ca_->bundle_file()}});
+  }
+}
+
 }  // namespace sigil::cli

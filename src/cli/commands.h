@@ -25,6 +25,10 @@ int RunNode(std::span<const std::string> args);
 int RunAudit(std::span<const std::string> args);
 // `sigil credential rotate` (credential_command.cc).
 int RunCredential(std::span<const std::string> args);
+// `sigil revoke ...` (revoke_command.cc).
+int RunRevoke(std::span<const std::string> args);
+// `sigil ca rotate|status` (ca_command.cc).
+int RunCa(std::span<const std::string> args);
 // `sigil agent` (agent_command.cc) and `sigil whoami` (whoami_command.cc).
 int RunAgent(std::span<const std::string> args);
 int RunWhoami(std::span<const std::string> args);

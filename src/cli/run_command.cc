@@ -4,6 +4,11 @@
 // below). sigil stays as the parent: it forwards SIGINT/SIGTERM/SIGHUP/SIGQUIT to CMD, exits
 // with CMD's status, and removes the cgroup once it is empty. If sigil itself is killed, CMD is
 // killed too (PR_SET_PDEATHSIG).
+//
+// When the node intercepts TLS for some inject Service (the agent published
+// <inject-ca-dir>/inject-ca-bundle.pem: the system roots plus its node-local CA), CMD gets
+// SSL_CERT_FILE, CURL_CA_BUNDLE, REQUESTS_CA_BUNDLE and AWS_CA_BUNDLE pointing to that bundle
+// and NODE_EXTRA_CA_CERTS to the CA alone (docs/injection.md, "TLS interception").
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -45,16 +50,23 @@ std::string SafeName(const std::string& text) {
 
 int RunRun(std::span<const std::string> args) {
   std::string name, cgroup_root = "/run/sigil/cgroup2", managed = "sigil";
+  std::string inject_ca_dir = "/run/sigil";
   std::vector<std::string> command;
-  FlagSet flags("run [--name NAME] [--cgroup-root DIR] [--managed-cgroup NAME] -- CMD [ARGS...]",
-                "Run CMD in a new cgroup managed by the local agent: its TCP connections are "
-                "intercepted and upgraded to mTLS (agent started with --dataplane).");
+  FlagSet flags(
+      "run [--name NAME] [--cgroup-root DIR] [--managed-cgroup NAME] [--inject-ca-dir DIR] -- "
+      "CMD [ARGS...]",
+      "Run CMD in a new cgroup managed by the local agent: its TCP connections are "
+      "intercepted and upgraded to mTLS (agent started with --dataplane).");
   flags.String("name", &name, "label for the cgroup (default: CMD's file name)");
   flags.String("cgroup-root", &cgroup_root,
                "cgroup2 mount, as given to the agent (default /run/sigil/cgroup2)");
   flags.String("managed-cgroup", &managed,
                "the agent's managed tree under the cgroup2 mount, as given to the agent "
                "(default sigil)");
+  flags.String("inject-ca-dir", &inject_ca_dir,
+               "where the agent publishes the node-local CA of inject Services that terminate "
+               "TLS, as given to the agent (default /run/sigil); when its bundle is there, CMD "
+               "trusts it through SSL_CERT_FILE and friends");
   flags.Positional("CMD", &command, "the command and its arguments");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (command.empty()) {
@@ -78,6 +90,21 @@ int RunRun(std::span<const std::string> args) {
     return kExitFailure;
   }
 
+  // TLS interception on this node: CMD trusts the node-local CA (with the system roots).
+  std::vector<std::pair<std::string, std::string>> env;
+  {
+    const std::string bundle = inject_ca_dir + "/inject-ca-bundle.pem";
+    const std::string ca = inject_ca_dir + "/inject-ca.pem";
+    struct stat st {};
+    if (::stat(bundle.c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
+      for (const char* var :
+           {"SSL_CERT_FILE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_CA_BUNDLE"}) {
+        env.emplace_back(var, bundle);
+      }
+      env.emplace_back("NODE_EXTRA_CA_CERTS", ca);
+    }
+  }
+
   // The child joins the cgroup before exec, so nothing CMD does escapes it.
   const pid_t parent = ::getpid();
   const pid_t child = ::fork();
@@ -95,6 +122,7 @@ int RunRun(std::span<const std::string> args) {
       std::cerr << "sigil run: " << r.error().message() << "\n";
       ::_exit(126);
     }
+    for (const auto& [var, value] : env) ::setenv(var.c_str(), value.c_str(), 1);
     std::vector<char*> argv;
     for (const auto& a : command) argv.push_back(const_cast<char*>(a.c_str()));
     argv.push_back(nullptr);

@@ -20,6 +20,7 @@
 #include <thread>
 #include <utility>
 
+#include "cli/admin_credential_files.h"
 #include "cli/commands.h"
 #include "cli/daemon.h"
 #include "cli/flags.h"
@@ -92,7 +93,13 @@ struct Flags {
   Seconds ca_ttl = core::kDefaultCaTtl;
   std::string server_names;  // comma-separated DNS SANs; empty: localhost + hostname
   Seconds server_cert_ttl = server::kDefaultNodeSvidTtl;
+  Seconds node_svid_ttl = server::kDefaultNodeSvidTtl;
+  Seconds admin_cert_ttl = server::kAdminCredentialTtl;
+  Seconds node_rejoin_grace = server::kDefaultNodeRejoinGrace;
 };
+
+// Shortest --node-svid-ttl / --admin-cert-ttl: renewal at half-life needs a few ticks.
+constexpr Seconds kMinCredentialTtl{10};
 
 std::vector<std::string> ServerNames(const std::string& flag) {
   std::vector<std::string> names;
@@ -115,7 +122,10 @@ std::vector<std::string> ServerNames(const std::string& flag) {
   return names;
 }
 
-// Background upkeep: CA rotation, join-token expiry audits, server certificate renewal.
+// Background upkeep: every second CA rotation steps (a `sigil ca rotate --activate-after` of a
+// few seconds activates on time), bundle files, server certificate and admin credential
+// renewal (FastTick, in-memory checks); every `interval` join-token expiry audits and the rest
+// (Tick, store queries).
 class Maintenance {
  public:
   Maintenance(server::ControlPlane& cp, server::ServerIdentity& identity, server::Logger& log,
@@ -124,7 +134,10 @@ class Maintenance {
         identity_(identity),
         log_(log),
         interval_(interval),
-        data_dir_(std::move(data_dir)) {
+        data_dir_(std::move(data_dir)),
+        bundle_written_(cp.Bundle().sequence()),
+        admin_files_{AdminCredentialFiles(cp, data_dir_ + "/admin", false),
+                     AdminCredentialFiles(cp, data_dir_ + "/admin-readonly", true)} {
     thread_ = std::thread([this] { Run(); });
   }
   ~Maintenance() {
@@ -139,12 +152,18 @@ class Maintenance {
  private:
   void Run() {
     std::unique_lock lock(mu_);
-    while (!cv_.wait_for(lock, interval_, [this] { return stop_; })) {
+    auto next_tick = std::chrono::steady_clock::now() + interval_;
+    while (!cv_.wait_for(lock, std::chrono::seconds(1), [this] { return stop_; })) {
       lock.unlock();
-      Tick();
+      FastTick();
+      if (std::chrono::steady_clock::now() >= next_tick) {
+        Tick();
+        next_tick = std::chrono::steady_clock::now() + interval_;
+      }
       lock.lock();
     }
   }
+  void FastTick();
   void Tick();
 
   server::ControlPlane& cp_;
@@ -152,27 +171,30 @@ class Maintenance {
   server::Logger& log_;
   const std::chrono::seconds interval_;
   const std::string data_dir_;
+  uint64_t bundle_written_;  // the bundle sequence DIR/admin*/bundle.pem hold
+  AdminCredentialFiles admin_files_[2];
   std::mutex mu_;
   std::condition_variable cv_;
   bool stop_ = false;  // guarded by mu_
   std::thread thread_;
 };
 
-void Maintenance::Tick() {
+void Maintenance::FastTick() {
   if (auto rotated = cp_.RotateIfDue(); !rotated.ok()) {
     log_.Error("ca.rotate.fail", {{"error", rotated.error().message()}});
   } else if (*rotated) {
     log_.Info("ca.rotate", {{"bundle_sequence", cp_.Bundle().sequence()}});
+  }
+  // The bundle files follow the bundle whatever changed it (a step above, `sigil ca rotate`).
+  if (const uint64_t sequence = cp_.Bundle().sequence(); sequence != bundle_written_) {
+    bool ok = true;
     for (const auto& dir : {data_dir_ + "/admin", data_dir_ + "/admin-readonly"}) {
       if (auto r = WriteBundle(cp_, dir); !r.ok()) {
+        ok = false;
         log_.Error("bundle.write.fail", {{"error", r.error().message()}});
       }
     }
-  }
-  if (auto expired = cp_.SweepExpiredTokens(); !expired.ok()) {
-    log_.Error("token.sweep.fail", {{"error", expired.error().message()}});
-  } else if (*expired > 0) {
-    log_.Info("token.expired", {{"count", *expired}});
+    if (ok) bundle_written_ = sequence;
   }
   if (auto renewed = identity_.Refresh(); !renewed.ok()) {
     log_.Error("server.credential.renew.fail", {{"error", renewed.error().message()}});
@@ -180,6 +202,26 @@ void Maintenance::Tick() {
     auto m = identity_.Current();
     log_.Info("server.credential.renew",
               {{"serial", m->serial}, {"expires", ToUnixSeconds(m->not_after)}});
+  }
+  for (auto& files : admin_files_) {
+    if (auto renewed = files.RenewIfDue(); !renewed.ok()) {
+      log_.Error("admin.credential.renew.fail", {{"error", renewed.error().message()}});
+    } else if (*renewed) {
+      log_.Info("admin.credential.renew", {{"dir", files.dir()}});
+    }
+  }
+}
+
+void Maintenance::Tick() {
+  if (auto expired = cp_.SweepExpiredTokens(); !expired.ok()) {
+    log_.Error("token.sweep.fail", {{"error", expired.error().message()}});
+  } else if (*expired > 0) {
+    log_.Info("token.expired", {{"count", *expired}});
+  }
+  if (auto pruned = cp_.PruneExpiredRevocations(); !pruned.ok()) {
+    log_.Error("revoke.prune.fail", {{"error", pruned.error().message()}});
+  } else if (*pruned > 0) {
+    log_.Info("revoke.expired", {{"count", *pruned}});
   }
 }
 
@@ -212,6 +254,9 @@ int Serve(const Flags& f, server::Logger& log) {
   server::ControlPlaneOptions options{{*td}, {}, {}};
   options.ca.ttl = f.ca_ttl;
   options.server_svid_ttl = f.server_cert_ttl;
+  options.node_svid_ttl = f.node_svid_ttl;
+  options.admin_svid_ttl = f.admin_cert_ttl;
+  options.node_rejoin_grace = f.node_rejoin_grace;
   auto cp = server::ControlPlane::Open(std::move(options), std::move(*store), std::move(*kek),
                                        Clock::System());
   if (!cp.ok()) return fail("control-plane", cp.error());
@@ -330,6 +375,7 @@ int RunServer(std::span<const std::string> args) {
       "[--admin-listen HOST:PORT] "
       "[--agent-listen HOST:PORT] [--metrics-listen HOST:PORT] [--kek-file FILE] [--log-format "
       "text|json] [--ca-ttl DUR] [--server-name NAMES] [--server-cert-ttl DUR] "
+      "[--node-svid-ttl DUR] [--node-rejoin-grace DUR] [--admin-cert-ttl DUR] "
       "[--ready-file PATH]",
       "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
       "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
@@ -356,10 +402,27 @@ int RunServer(std::span<const std::string> args) {
   flags.Duration("server-cert-ttl", &f.server_cert_ttl,
                  "lifetime of the server's own TLS certificate, renewed at half-life (default "
                  "24h)");
+  flags.Duration("node-svid-ttl", &f.node_svid_ttl,
+                 "lifetime of node SVIDs (agents renew at half-life; default 24h, at least 10s)");
+  flags.Duration("node-rejoin-grace", &f.node_rejoin_grace,
+                 "how long after its node SVID expired an agent may still rejoin with that "
+                 "SVID's key instead of a new join token (default 72h; 0s disables rejoin)");
+  flags.Duration("admin-cert-ttl", &f.admin_cert_ttl,
+                 "lifetime of admin client certificates, capped by the CA (the server renews "
+                 "DIR/admin and DIR/admin-readonly at half-life and after a CA rotation; default "
+                 "2190h, at least 10s)");
   flags.String(
       "ready-file", &f.ready_file,
       "write \"admin=HOST:PORT\" (and \"agent=...\", \"metrics=...\") here once listening");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
+  for (auto [name, ttl] : {std::pair{"--node-svid-ttl", f.node_svid_ttl},
+                           std::pair{"--admin-cert-ttl", f.admin_cert_ttl}}) {
+    if (ttl < kMinCredentialTtl) {
+      std::cerr << "sigil server: " << name << " must be at least "
+                << FormatDuration(kMinCredentialTtl) << ", got " << FormatDuration(ttl) << "\n";
+      return kExitUsage;
+    }
+  }
   std::optional<LogFormat> format = PrepareDaemon(f.log_format, flags);
   if (!format) return kExitUsage;
   server::Logger log(std::cerr, *format);

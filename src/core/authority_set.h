@@ -6,12 +6,20 @@
 //   t = 0                  generation N active
 //   t = prepare * ttl      generation N+1 created and published in the bundle (not used yet)
 //   t = activate * ttl     N+1 becomes the signer; N stays in the bundle (overlap)
-//   t = ttl                N expires and leaves the bundle
+//   later                  N leaves the bundle once everything it signed has expired
 //
 // With the defaults (ttl 24 h, prepare 1/2, activate 5/6) a new CA is in every relying
 // party's bundle 8 h before it signs anything, and the retiring CA still has 4 h of life
 // when it stops signing, more than the 1 h X.509-SVID TTL, so no issued leaf is ever cut
 // short and no handshake sees an unknown CA.
+//
+// Besides this schedule, RotateNow (`sigil ca rotate`) prepares a generation at once and
+// activates it after an operator-chosen propagation delay.
+//
+// Every generation records the latest expiry of what it signed: the notAfter of its X.509
+// leaves and the exp of its JWT-SVIDs. A generation that no longer signs leaves the bundle
+// once the last of those has expired (plus the JWT validation leeway when it minted JWTs),
+// which after an early rotation is long before its CA certificate expires.
 //
 // Thread-compatible: the owner serialises calls (the server wraps it in its own lock and
 // publishes TrustBundle snapshots).
@@ -20,6 +28,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "common/clock.h"
@@ -51,6 +60,53 @@ struct JwtSigningKey {
 struct AuthorityGeneration {
   X509Ca ca;
   JwtSigningKey jwt;
+  // The latest notAfter of any X.509 certificate this generation signed, and the latest exp
+  // of any JWT-SVID it minted; nullopt while it signed none. Deserialize of a set stored
+  // before these were recorded takes the CA's (the JWT key's) notAfter: the old rule.
+  std::optional<TimePoint> x509_issued_until;
+  std::optional<TimePoint> jwt_issued_until;
+  // A prepared generation: when RotateNow scheduled its activation (nullopt: the automatic
+  // schedule alone).
+  std::optional<TimePoint> activate_at;
+
+  // When this generation may leave the bundle once it no longer signs: after the last of its
+  // X.509 leaves and (with kDefaultJwtLeeway) JWT-SVIDs expired, at the latest when its CA
+  // expires. Removal happens at the first Rotate with now > LeavesBundleAt().
+  TimePoint LeavesBundleAt() const;
+};
+
+enum class GenerationRole { kPrepared, kActive, kRetiring };
+std::string_view RoleName(GenerationRole role);  // "prepared", "active", "retiring"
+
+// What AuthoritySet::Generations reports about one generation (for `sigil ca status`).
+struct GenerationInfo {
+  GenerationRole role = GenerationRole::kActive;
+  std::string ca_sha256;    // the generation's CA certificate (its intermediate under upstream)
+  std::string root_sha256;  // the trust anchor it chains to
+  std::string jwt_kid;
+  TimePoint not_before;
+  TimePoint not_after;
+  // Prepared: when it becomes the signer (the earlier of a RotateNow schedule and the
+  // automatic one); `scheduled` says RotateNow set it.
+  std::optional<TimePoint> activate_at;
+  bool scheduled = false;
+  std::optional<TimePoint> x509_issued_until;
+  std::optional<TimePoint> jwt_issued_until;
+  // Retiring: AuthorityGeneration::LeavesBundleAt().
+  std::optional<TimePoint> leaves_bundle_at;
+};
+
+// One step Rotate or RotateNow took.
+struct RotationStep {
+  enum class Kind {
+    kPrepared,   // a new generation was published (not signing yet)
+    kActivated,  // the prepared generation signs now; `previous` is retiring
+    kRetired,    // a generation left the bundle
+  };
+  Kind kind = Kind::kPrepared;
+  GenerationInfo generation;               // the generation the step is about, after the step
+  std::optional<GenerationInfo> previous;  // kActivated: the generation that stopped signing
+  bool expired = false;  // kActivated: the active CA had expired (the server was down)
 };
 
 class AuthoritySet {
@@ -60,14 +116,30 @@ class AuthoritySet {
                                      TimePoint now, std::optional<UpstreamCa> upstream = {});
 
   // Prepares, activates and retires generations as `now` requires. Returns true when the
-  // trust bundle changed (its sequence was bumped).
-  Result<bool> Rotate(TimePoint now);
+  // trust bundle changed (its sequence was bumped). Appends what it did to `steps`.
+  Result<bool> Rotate(TimePoint now, std::vector<RotationStep>* steps = nullptr);
+  // Whether Rotate(now) would change anything (cheap; no key generation).
+  bool RotationDue(TimePoint now) const;
+
+  // Explicit rotation: prepares (and publishes) a new generation now unless one is prepared
+  // already, and schedules the prepared generation's activation at now + activate_after,
+  // rounded up to a whole second (a later Rotate activates it; the automatic activation time
+  // still applies if it comes first). Returns the prepared generation; `created` tells whether it
+  // is new (the bundle changed then). InvalidArgument for a negative delay.
+  Result<GenerationInfo> RotateNow(TimePoint now, Seconds activate_after, bool* created = nullptr);
 
   const AuthorityGeneration& active() const { return *active_; }
   const AuthorityGeneration* prepared() const { return prepared_.get(); }
   size_t retired_count() const { return retired_.size(); }
+  // Retiring generations (oldest first), the active one, then the prepared one.
+  std::vector<GenerationInfo> Generations() const;
 
-  // Every unexpired generation's root and JWT key, sequence, refresh hint.
+  // Raises the active generation's recorded expiries to at least these (each capped at the
+  // CA's, the JWT key's, notAfter): a bound written ahead of issuance so that a persisted
+  // state always covers what was issued since (see ControlPlane).
+  void ExtendIssuedUntil(std::optional<TimePoint> x509, std::optional<TimePoint> jwt);
+
+  // Every generation still in the bundle: root and JWT key, sequence, refresh hint.
   TrustBundle Bundle() const;
 
   // Persistence: every generation (chains, CA and JWT private keys, kids, roles) and the
@@ -80,17 +152,19 @@ class AuthoritySet {
                                           std::optional<UpstreamCa> upstream,
                                           const SecretBytes& serialized);
 
-  Result<IssuedX509Svid> IssueX509Svid(const X509SvidRequest& request, TimePoint now) const;
+  // Both record the expiry of what they sign in the active generation.
+  Result<IssuedX509Svid> IssueX509Svid(const X509SvidRequest& request, TimePoint now);
   // The token's exp is capped at the active JWT key's not_after.
   Result<std::string> MintJwtSvid(const SpiffeId& subject, std::vector<std::string> audience,
-                                  TimePoint now, Seconds ttl) const;
+                                  TimePoint now, Seconds ttl);
 
  private:
   AuthoritySet(CaOptions options, RotationPolicy policy, std::optional<UpstreamCa> upstream)
       : options_(std::move(options)), policy_(policy), upstream_(std::move(upstream)) {}
   Result<std::unique_ptr<AuthorityGeneration>> NewGeneration(TimePoint now) const;
   TimePoint PrepareAt() const;
-  TimePoint ActivateAt() const;
+  TimePoint ActivateAt() const;  // of the prepared generation: automatic or scheduled
+  GenerationInfo Info(const AuthorityGeneration& g, GenerationRole role) const;
 
   CaOptions options_;
   RotationPolicy policy_;

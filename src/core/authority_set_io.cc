@@ -18,15 +18,46 @@ struct ScrubOnExit {
   ~ScrubOnExit() { OPENSSL_cleanse(s.data(), s.size()); }
 };
 
+// Whole Unix seconds, rounded up: a stored expiry bound must not fall below the real one.
+int64_t CeilUnixSeconds(TimePoint t) {
+  const int64_t s = ToUnixSeconds(t);
+  return FromUnixSeconds(s) < t ? s + 1 : s;
+}
+
+nlohmann::json OptionalTime(const std::optional<TimePoint>& t) {
+  return t ? nlohmann::json(CeilUnixSeconds(*t)) : nlohmann::json(nullptr);
+}
+
 Result<nlohmann::json> EncodeGeneration(const AuthorityGeneration& g, std::string_view role) {
   SIGIL_ASSIGN_OR_RETURN(SecretBytes ca_key, g.ca.key().ToPkcs8Der());
   SIGIL_ASSIGN_OR_RETURN(SecretBytes jwt_key, g.jwt.key.ToPkcs8Der());
-  return nlohmann::json{{"role", role},
-                        {"chain_pem", CertificatesToPem(g.ca.chain())},
-                        {"ca_key", Base64Encode(ca_key.span())},
-                        {"jwt_kid", g.jwt.kid},
-                        {"jwt_key", Base64Encode(jwt_key.span())},
-                        {"jwt_not_after", ToUnixSeconds(g.jwt.not_after)}};
+  nlohmann::json j{{"role", role},
+                   {"chain_pem", CertificatesToPem(g.ca.chain())},
+                   {"ca_key", Base64Encode(ca_key.span())},
+                   {"jwt_kid", g.jwt.kid},
+                   {"jwt_key", Base64Encode(jwt_key.span())},
+                   {"jwt_not_after", ToUnixSeconds(g.jwt.not_after)},
+                   // null: signed nothing yet. Absent (a set stored by an older version): the
+                   // CA's / JWT key's notAfter.
+                   {"x509_issued_until", OptionalTime(g.x509_issued_until)},
+                   {"jwt_issued_until", OptionalTime(g.jwt_issued_until)}};
+  if (g.activate_at) j["activate_at"] = CeilUnixSeconds(*g.activate_at);
+  return j;
+}
+
+// An optional time member: absent -> `absent`; null -> nullopt; else an integer of Unix seconds
+// within [0, 2^40) (well past year 30000; keeps TimePoint arithmetic far from overflow).
+Result<std::optional<TimePoint>> TimeMember(const nlohmann::json& j, const char* name, size_t index,
+                                            std::optional<TimePoint> absent) {
+  auto it = j.find(name);
+  if (it == j.end()) return absent;
+  if (it->is_null()) return std::optional<TimePoint>();
+  if (!it->is_number_integer() || it->get<int64_t>() < 0 ||
+      it->get<int64_t>() >= (int64_t{1} << 40)) {
+    return InvalidArgument("authorities: generation " + std::to_string(index) + ": member \"" +
+                           name + "\" must be null or Unix seconds");
+  }
+  return std::optional<TimePoint>(FromUnixSeconds(it->get<int64_t>()));
 }
 
 Result<std::string> StringMember(const nlohmann::json& j, const char* name, size_t index) {
@@ -118,9 +149,21 @@ Result<AuthoritySet> AuthoritySet::Deserialize(const CaOptions& options,
     SIGIL_ASSIGN_OR_RETURN(auto chain, ParseCertificatesPem(chain_pem));
     SIGIL_ASSIGN_OR_RETURN(X509Ca ca, X509Ca::Load(options.trust_domain, std::move(chain),
                                                    std::move(ca_key), options.backdate));
-    auto gen = std::make_unique<AuthorityGeneration>(AuthorityGeneration{
-        std::move(ca),
-        {kid, std::move(jwt_key), FromUnixSeconds(g["jwt_not_after"].get<int64_t>())}});
+    const TimePoint jwt_not_after = FromUnixSeconds(g["jwt_not_after"].get<int64_t>());
+    SIGIL_ASSIGN_OR_RETURN(auto x509_until,
+                           TimeMember(g, "x509_issued_until", index, ca.not_after()));
+    SIGIL_ASSIGN_OR_RETURN(auto jwt_until, TimeMember(g, "jwt_issued_until", index, jwt_not_after));
+    SIGIL_ASSIGN_OR_RETURN(auto activate_at, TimeMember(g, "activate_at", index, std::nullopt));
+    if (activate_at && role != "prepared") {
+      return InvalidArgument("authorities: generation " + std::to_string(index) +
+                             ": activate_at on a generation that is not prepared");
+    }
+    auto gen = std::make_unique<AuthorityGeneration>(
+        AuthorityGeneration{std::move(ca),
+                            {kid, std::move(jwt_key), jwt_not_after},
+                            x509_until,
+                            jwt_until,
+                            activate_at});
     if (role == "active") {
       if (set.active_) return InvalidArgument("authorities: two active generations");
       set.active_ = std::move(gen);

@@ -159,6 +159,13 @@ const std::vector<ValidCase>& Cases() {
            "  sources: ['spiffe://other.org/*']\n  destinations: [db]\n  action: deny\n"),
        Kind::kAccessPolicy,
        R"({"action":"deny","destinations":["db"],"sources":["spiffe://other.org/*"]})"},
+      {"service inject terminating tls",
+       Doc("Service", "openai-tls",
+           "  mode: inject\n  addresses: ['192.0.2.1:443']\n  tls: {sni: api.openai.com}\n"
+           "  inject: {terminateTls: true}\n"),
+       Kind::kService,
+       R"({"addresses":["192.0.2.1:443"],"inject":{"terminateTls":true},"mode":"inject",)"
+       R"("tls":{"sni":"api.openai.com","verifyHostname":true}})"},
   };
   return *cases;
 }

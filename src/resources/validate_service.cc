@@ -50,6 +50,31 @@ void ReadInbound(ObjectReader& spec, nlohmann::json& out) {
   }
 }
 
+// inject: how the workload reaches the agent. terminateTls (default false): the workload
+// speaks HTTPS and the agent terminates it with a node-local CA (docs/injection.md, "TLS
+// interception"), which needs a DNS name to present a certificate for.
+void ReadInject(ObjectReader& spec, nlohmann::json& out) {
+  auto inject = spec.Child("inject", Need::kOptional);
+  if (!inject) return;
+  nlohmann::json o = nlohmann::json::object();
+  const bool terminate = inject->Bool("terminateTls").value_or(false);
+  o["terminateTls"] = terminate;
+  if (terminate) {
+    bool named = out.contains("tls") && out["tls"].contains("sni");
+    for (const auto& a : out.value("addresses", nlohmann::json::array())) {
+      auto parsed = ParseServiceAddress(a.get<std::string>());
+      named = named || (parsed.ok() && parsed->type == ServiceAddress::Type::kDnsName);
+    }
+    if (!named) {
+      inject->Report("terminateTls",
+                     "needs a DNS name for the workload to ask for: a DNS-name address (like "
+                     "\"api.example.com:443\") or tls.sni");
+    }
+  }
+  inject->RejectUnknown();
+  out["inject"] = std::move(o);
+}
+
 }  // namespace
 
 nlohmann::json ValidateService(ObjectReader& spec) {
@@ -67,7 +92,7 @@ nlohmann::json ValidateService(ObjectReader& spec) {
   }
   if (!mode) {
     // Without a valid mode the mode-specific fields cannot be judged; accept their names.
-    spec.RejectUnknown({"identity", "inboundPort", "peerIdentityForwarding", "tls"});
+    spec.RejectUnknown({"identity", "inboundPort", "peerIdentityForwarding", "tls", "inject"});
     return out;
   }
   out["mode"] = *mode;
@@ -83,6 +108,11 @@ nlohmann::json ValidateService(ObjectReader& spec) {
     ReadUpstreamTls(spec, out);
   } else {
     spec.Forbid("tls", reason);
+  }
+  if (*mode == "inject") {
+    ReadInject(spec, out);
+  } else {
+    spec.Forbid("inject", reason);
   }
   spec.RejectUnknown();
   return out;

@@ -185,6 +185,8 @@ Result<std::unique_ptr<AdminApi>> AdminApi::Start(ControlPlane& cp, Logger& log,
   admin::RegisterResourceRoutes(s, cp, log);
   admin::RegisterOpsRoutes(s, cp, log);
   admin::RegisterCredentialRoutes(s, cp, log);
+  admin::RegisterRevocationRoutes(s, cp, log);
+  admin::RegisterCaRoutes(s, cp, log);
   // httplib's default also sets SO_REUSEPORT, which would let a second process bind the same
   // admin port and receive part of the connections. SO_REUSEADDR only.
   s.set_socket_options([](socket_t sock) {

@@ -1,4 +1,5 @@
-// Internal to the admin API: shared helpers of admin_api.cc, admin_resources.cc, admin_ops.cc.
+// Internal to the admin API: shared helpers of admin_api.cc, admin_resources.cc, admin_ops.cc,
+// admin_credentials.cc, admin_revocations.cc.
 #pragma once
 
 #include <optional>
@@ -38,5 +39,7 @@ std::optional<nlohmann::json> JsonBody(const httplib::Request& req, httplib::Res
 void RegisterResourceRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
 void RegisterOpsRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
 void RegisterCredentialRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
+void RegisterRevocationRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);
+void RegisterCaRoutes(httplib::Server& server, ControlPlane& cp, Logger& log);  // admin_ca.cc
 
 }  // namespace sigil::server::admin

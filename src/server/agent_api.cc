@@ -11,14 +11,15 @@
 
 #include "core/certificate.h"
 #include "core/x509_svid.h"
+#include "server/revocations.h"
 
 namespace sigil::server {
 namespace {
 
 namespace pb = sigil::agent::v1;
 
-constexpr std::array<std::string_view, 4> kSyncedKinds = {"WorkloadIdentity", "Service",
-                                                          "CredentialBinding", "AccessPolicy"};
+constexpr std::array<std::string_view, 5> kSyncedKinds = {
+    "WorkloadIdentity", "Service", "CredentialBinding", "AccessPolicy", kRevocationKind};
 constexpr std::string_view kNodePathPrefix = "/sigil/node/";
 constexpr int kMaxRequestBytes = 256 * 1024;  // CSRs and tokens are a few KiB
 constexpr int kSnapshotAttempts = 5;
@@ -109,10 +110,10 @@ bool KindSyncedToAgents(std::string_view kind) {
   return std::find(kSyncedKinds.begin(), kSyncedKinds.end(), kind) != kSyncedKinds.end();
 }
 
-Result<core::SpiffeId> AgentApi::VerifyPeer(const std::string& leaf_pem,
-                                            const std::string& chain_pem,
-                                            const std::shared_ptr<const core::TrustBundle>& bundle,
-                                            TimePoint now, const std::string& cache_key) {
+Result<AgentApi::VerifiedPeer> AgentApi::VerifyPeer(
+    const std::string& leaf_pem, const std::string& chain_pem,
+    const std::shared_ptr<const core::TrustBundle>& bundle, TimePoint now,
+    const std::string& cache_key) {
   auto leaf = core::ParseCertificatesPem(leaf_pem);
   if (!leaf.ok() || leaf->size() != 1) {
     return Unauthenticated("client certificate could not be parsed");
@@ -136,10 +137,11 @@ Result<core::SpiffeId> AgentApi::VerifyPeer(const std::string& leaf_pem,
   }
   TimePoint not_after = chain.front().NotAfter();
   for (const auto& c : chain) not_after = std::min(not_after, c.NotAfter());
+  VerifiedPeer peer{*id, bundle, not_after, chain.front().SerialHex()};
   std::lock_guard lock(peer_cache_mu_);
   if (peer_cache_.size() >= kPeerCacheEntries) peer_cache_.clear();
-  peer_cache_.insert_or_assign(cache_key, VerifiedPeer{*id, bundle, not_after});
-  return id;
+  peer_cache_.insert_or_assign(cache_key, peer);
+  return peer;
 }
 
 Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& context) {
@@ -161,17 +163,18 @@ Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& 
   std::shared_ptr<const core::TrustBundle> bundle = cp_.BundlePtr();
   const TimePoint now = cp_.clock().Now();
   const std::string cache_key = leaf_pem + "\n" + chain_pem;
-  std::optional<core::SpiffeId> cached_id;
+  std::optional<VerifiedPeer> cached;
   {
     std::lock_guard lock(peer_cache_mu_);
     auto it = peer_cache_.find(cache_key);
     if (it != peer_cache_.end() && it->second.bundle == bundle && now < it->second.not_after) {
-      cached_id = it->second.id;
+      cached = it->second;
     }
   }
-  Result<core::SpiffeId> id = cached_id ? Result<core::SpiffeId>(*cached_id)
-                                        : VerifyPeer(leaf_pem, chain_pem, bundle, now, cache_key);
-  if (!id.ok()) return std::move(id).error();
+  Result<VerifiedPeer> peer = cached ? Result<VerifiedPeer>(std::move(*cached))
+                                     : VerifyPeer(leaf_pem, chain_pem, bundle, now, cache_key);
+  if (!peer.ok()) return std::move(peer).error();
+  const core::SpiffeId* id = &peer->id;
   const std::string& path = id->path();
   std::string name;
   if (id->trust_domain() == cp_.trust_domain() && path.starts_with(kNodePathPrefix)) {
@@ -190,6 +193,12 @@ Result<store::NodeRecord> AgentApi::AuthenticateNode(const grpc::ServerContext& 
   if (node->revoked) return PermissionDenied("node \"" + name + "\" is revoked");
   if (node->spiffe_id != id->str()) {
     return PermissionDenied("node \"" + name + "\" is registered under another SPIFFE ID");
+  }
+  // `sigil revoke svid SERIAL` of this very node SVID (cached per store revision).
+  SIGIL_ASSIGN_OR_RETURN(RevocationIndex::SnapshotPtr revoked, cp_.Revocations());
+  if (const Revocation* r = revoked->BySerial(peer->serial); r != nullptr) {
+    return PermissionDenied("node SVID " + peer->serial + " of node \"" + name + "\" is revoked (" +
+                            r->reason + ")");
   }
   if (now - node->last_seen >= kNodeLastSeenInterval) {
     // Best effort, and only the last_seen column: it cannot undo a concurrent revocation.
@@ -231,12 +240,28 @@ grpc::Status AgentApi::RenewNodeSVID(grpc::ServerContext* context,
 
 Result<uint64_t> AgentApi::SendSnapshot(grpc::ServerWriter<pb::SyncResponse>* writer,
                                         const std::string& bundle_jwks) {
+  // Streams starting while the store stays at one revision share one snapshot, built once (one
+  // build at a time; the streams waiting for it reuse it): N agents reconnecting cost one read of
+  // every resource instead of N (docs/benchmarks.md, "Control plane at scale").
+  std::unique_lock cache_lock(snapshot_mu_);
+  SIGIL_ASSIGN_OR_RETURN(const uint64_t current, cp_.store().CurrentRevision());
+  std::shared_ptr<const pb::SyncResponse> cached = snapshot_;
+  if (cached == nullptr || cached->revision() != current ||
+      cached->trust_bundle_jwks() != bundle_jwks) {
+    cached = nullptr;
+  }
+  if (cached != nullptr) {
+    cache_lock.unlock();
+    if (!writer->Write(*cached)) return Unavailable("sync stream closed");
+    return cached->revision();
+  }
   // List() is consistent per kind; retry until every kind was read at the same revision. If
   // writers keep interleaving, use the oldest revision: the deltas that follow then replay a
   // few changes the snapshot already holds, which agents apply idempotently (same version).
   std::vector<store::ResourceList> lists;
   uint64_t revision = 0;
-  for (int attempt = 0; attempt < kSnapshotAttempts; ++attempt) {
+  bool consistent = false;
+  for (int attempt = 0; attempt < kSnapshotAttempts && !consistent; ++attempt) {
     lists.clear();
     for (std::string_view kind : kSyncedKinds) {
       SIGIL_ASSIGN_OR_RETURN(auto list, cp_.store().List(std::string(kind)));
@@ -246,22 +271,25 @@ Result<uint64_t> AgentApi::SendSnapshot(grpc::ServerWriter<pb::SyncResponse>* wr
         std::minmax_element(lists.begin(), lists.end(),
                             [](const auto& a, const auto& b) { return a.revision < b.revision; });
     revision = lo->revision;
-    if (lo->revision == hi->revision) break;
+    consistent = lo->revision == hi->revision;
   }
-  pb::SyncResponse snapshot;
-  snapshot.set_revision(revision);
-  snapshot.set_snapshot(true);
-  snapshot.set_trust_bundle_jwks(bundle_jwks);
+  auto snapshot = std::make_shared<pb::SyncResponse>();
+  snapshot->set_revision(revision);
+  snapshot->set_snapshot(true);
+  snapshot->set_trust_bundle_jwks(bundle_jwks);
   for (const auto& list : lists) {
     for (const auto& item : list.items) {
-      pb::Resource* r = snapshot.add_upserts();
+      pb::Resource* r = snapshot->add_upserts();
       r->set_kind(item.kind);
       r->set_name(item.name);
       r->set_resource_version(item.resource_version);
       r->set_spec_json(item.spec_json);
     }
   }
-  if (!writer->Write(snapshot)) return Unavailable("sync stream closed");
+  lists.clear();
+  if (consistent) snapshot_ = snapshot;  // only a snapshot that is exactly its revision
+  cache_lock.unlock();
+  if (!writer->Write(*snapshot)) return Unavailable("sync stream closed");
   return revision;
 }
 
@@ -299,6 +327,10 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
     }
   }
   uint64_t bundle_sequence = cp_.Bundle().sequence();
+  // The Revocation of this node: once it passes through the change loop below, the stream
+  // ends with PERMISSION_DENIED (after the delta that carries it).
+  const std::string own_revocation = RevocationName(RevocationKind::kNode, node->name);
+  std::optional<std::string> revoked_reason;
   while (!context->IsCancelled() && !shutting_down_.load()) {
     if (need_snapshot) {
       auto rev = SendSnapshot(writer, jwks);
@@ -339,6 +371,13 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
           continue;
         }
         if (!KindSyncedToAgents(change.kind)) continue;
+        if (change.kind == kRevocationKind && change.name == own_revocation &&
+            change.op == store::WriteOp::kUpsert) {
+          store::StoredResource stored{change.kind, change.name, change.resource_version,
+                                       change.spec_json};
+          auto parsed = Revocation::FromStored(stored);
+          revoked_reason = parsed.ok() ? parsed->reason : std::string("revoked");
+        }
         if (change.op == store::WriteOp::kDelete) {
           pb::ResourceRef* ref = delta.add_deletes();
           ref->set_kind(change.kind);
@@ -368,11 +407,21 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
         if (!need_snapshot) delta.set_trust_bundle_jwks(jwks);
       }
     }
-    if (need_snapshot) continue;
+    if (need_snapshot) {
+      // Compacted past this stream: a fresh snapshot follows, after the node is checked again
+      // (a revocation among the skipped changes was not seen above).
+      auto again = AuthenticateNode(*context);
+      if (!again.ok()) return ToGrpcStatus(again.error());
+      continue;
+    }
     if (delta.upserts_size() > 0 || delta.deletes_size() > 0 ||
         delta.changed_credential_sources_size() > 0 || !delta.trust_bundle_jwks().empty()) {
       delta.set_revision(revision);
       if (!writer->Write(delta)) return grpc::Status::CANCELLED;
+    }
+    if (revoked_reason) {
+      return {grpc::StatusCode::PERMISSION_DENIED,
+              "node " + node->name + " is revoked: " + *revoked_reason};
     }
   }
   return grpc::Status::OK;
@@ -478,6 +527,10 @@ Result<std::unique_ptr<grpc::Server>> StartAgentApi(AgentApi& service,
   builder.AddListeningPort(listen_addr, credentials, &port);
   builder.RegisterService(&service);
   builder.SetMaxReceiveMessageSize(kMaxRequestBytes);
+  // Agents ping every 30 s (ServerConnection) to notice a connection that died while their
+  // host slept; accept that on idle Sync streams instead of answering "too_many_pings".
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 10000);
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   // The credentials hold their own copy; wipe ours.
   for (auto& pair : ssl_options.pem_key_cert_pairs) {

@@ -3,10 +3,10 @@
 //
 // Transport: TLS with the server's own SVID (spiffe://TD/sigil/server, DNS SANs for the
 // address agents dial). Client certificates are requested and, when sent, verified by gRPC
-// against the bundle roots; Join is the only RPC that works without one. Every other RPC
-// authenticates its caller again per call (defense in depth): the peer certificate must verify
-// as an X.509-SVID against the current bundle, name spiffe://TD/sigil/node/<name>, and that
-// node must exist in the store and not be revoked.
+// against the bundle roots; Join and Rejoin are the only RPCs that work without one. Every
+// other RPC authenticates its caller again per call (defense in depth): the peer certificate
+// must verify as an X.509-SVID against the current bundle, name spiffe://TD/sigil/node/<name>,
+// and that node must exist in the store and not be revoked.
 #pragma once
 
 #include <atomic>
@@ -74,10 +74,15 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
   grpc::Status ReportEvents(grpc::ServerContext* context,
                             const sigil::agent::v1::ReportEventsRequest* request,
                             sigil::agent::v1::ReportEventsResponse* response) override;
+  // Without a client certificate, like Join: a node whose SVID expired proves it holds that
+  // SVID's key (node_rejoin.h; implemented in node_rejoin.cc).
+  grpc::Status Rejoin(grpc::ServerContext* context, const sigil::agent::v1::RejoinRequest* request,
+                      sigil::agent::v1::NodeSVIDResponse* response) override;
 
   // The authenticated node behind a call: verifies the peer certificate as described above
   // and refreshes last_seen (at most every kNodeLastSeenInterval). Unauthenticated without a
-  // valid SVID; PermissionDenied for a non-node identity or an unknown/revoked node.
+  // valid SVID; PermissionDenied for a non-node identity, an unknown/revoked node, or a node
+  // SVID whose serial is revoked (`sigil revoke svid`).
   Result<store::NodeRecord> AuthenticateNode(const grpc::ServerContext& context);
 
  private:
@@ -89,20 +94,24 @@ class AgentApi final : public sigil::agent::v1::AgentService::Service {
   // else from the store.
   Result<store::ChangePage> NextChanges(uint64_t revision);
 
-  // Parses and path-validates a peer chain against `bundle`; caches the result under
-  // `cache_key` until the chain's earliest expiry.
-  Result<core::SpiffeId> VerifyPeer(const std::string& leaf_pem, const std::string& chain_pem,
-                                    const std::shared_ptr<const core::TrustBundle>& bundle,
-                                    TimePoint now, const std::string& cache_key);
-
   struct VerifiedPeer {
     core::SpiffeId id;
     std::shared_ptr<const core::TrustBundle> bundle;  // verified against exactly this bundle
     TimePoint not_after;
+    std::string serial;  // the leaf's, as core::Certificate::SerialHex (revocation check)
   };
+
+  // Parses and path-validates a peer chain against `bundle`; caches the result under
+  // `cache_key` until the chain's earliest expiry.
+  Result<VerifiedPeer> VerifyPeer(const std::string& leaf_pem, const std::string& chain_pem,
+                                  const std::shared_ptr<const core::TrustBundle>& bundle,
+                                  TimePoint now, const std::string& cache_key);
 
   ControlPlane& cp_;
   ChangeFeed feed_;
+  // The last consistent snapshot SendSnapshot built, reused at the same revision and bundle.
+  std::mutex snapshot_mu_;
+  std::shared_ptr<const sigil::agent::v1::SyncResponse> snapshot_;  // guarded by snapshot_mu_
   std::mutex peer_cache_mu_;
   std::unordered_map<std::string, VerifiedPeer> peer_cache_;  // guarded by peer_cache_mu_
   metrics::ServerMetrics* metrics_ = nullptr;

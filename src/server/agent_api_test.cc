@@ -12,6 +12,7 @@
 #include "core/x509_svid.h"
 #include "resources/parse.h"
 #include "server/testing/agent_api_fixture.h"
+#include "store/query_count.h"
 #include "store/sqlite_store.h"
 
 namespace sigil::server {
@@ -440,6 +441,55 @@ TEST_F(AgentApiTest, SyncFromACompactedRevisionGetsASnapshot) {
   while (reader->Read(&msg)) {
   }
   (void)reader->Finish();
+}
+
+// Streams that start at the same revision share one snapshot (the store is read once); a
+// commit makes the next stream's snapshot new.
+TEST_F(AgentApiTest, SnapshotsAtOneRevisionAreBuiltOnce) {
+  NodeCredential a = JoinNode("node-a");
+  NodeCredential b = JoinNode("node-b");
+  ASSERT_FALSE(a.chain_pem.empty());
+  ASSERT_FALSE(b.chain_pem.empty());
+  Put("WorkloadIdentity", "web");
+  Put("Service", "db");
+  struct Opened {
+    pb::SyncResponse snapshot;
+    uint64_t queries = 0;  // store statements while the stream opened
+  };
+  auto open = [&](const NodeCredential& node) {
+    Opened out;
+    auto stub = Client(&node);
+    grpc::ClientContext ctx;
+    SetDeadline(ctx);
+    const uint64_t q0 = store::QueriesExecuted();
+    auto reader = stub->Sync(&ctx, pb::SyncRequest{});
+    EXPECT_TRUE(reader->Read(&out.snapshot));
+    out.queries = store::QueriesExecuted() - q0;
+    ctx.TryCancel();
+    pb::SyncResponse msg;
+    while (reader->Read(&msg)) {
+    }
+    (void)reader->Finish();
+    return out;
+  };
+  Opened first = open(a);
+  Opened second = open(b);
+  ASSERT_TRUE(first.snapshot.snapshot());
+  ASSERT_TRUE(second.snapshot.snapshot());
+  EXPECT_EQ(second.snapshot.SerializeAsString(), first.snapshot.SerializeAsString());
+  EXPECT_EQ(first.snapshot.upserts_size(), 2);
+  // The first read every synced kind (a read transaction each); the second only the revision
+  // (plus the node lookup both do, and at most a few polls of the change feed).
+  EXPECT_GE(first.queries, second.queries + 10) << first.queries << " vs " << second.queries;
+
+  Put("Service", "cache");
+  Opened third = open(a);
+  ASSERT_TRUE(third.snapshot.snapshot());
+  EXPECT_EQ(third.snapshot.revision(), *cp_->store().CurrentRevision());
+  EXPECT_GT(third.snapshot.revision(), first.snapshot.revision());
+  std::set<std::string> names;
+  for (const auto& r : third.snapshot.upserts()) names.insert(r.kind() + "/" + r.name());
+  EXPECT_EQ(names, (std::set<std::string>{"WorkloadIdentity/web", "Service/db", "Service/cache"}));
 }
 
 TEST_F(AgentApiTest, SyncWithoutClientCertIsUnauthenticated) {

@@ -14,6 +14,8 @@ namespace {
 constexpr std::string_view kAgentEventTypes[] = {
     "dataplane.denied",    // a connection refused by policy (either side)
     "dataplane.refused",   // refused for another reason: no identity, peer unverified, ...
+    "dataplane.revoked",   // an established connection closed, or a handshake refused,
+                           // because a certificate it used was revoked
     "dataplane.inject",    // one request with a credential added on the wire (binding, method,
                            // host, path without query)
     "credential.use",      // a credential the agent served from its cache (or the process's own

@@ -12,8 +12,6 @@
 namespace sigil::server {
 namespace {
 
-constexpr std::string_view kAuthoritiesBlob = "authorities";
-
 bool ValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
   for (char c : name) {
@@ -47,6 +45,8 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::Open(ControlPlaneOptions opt
                                                            cp->options_.upstream, *plain));
     cp->authorities_.emplace(std::move(set));
     cp->bundle_ = std::make_shared<const core::TrustBundle>(cp->authorities_->Bundle());
+    std::lock_guard lock(cp->mu_);
+    cp->MarkDurableLocked();
     return cp;
   }
   if (blob.error().code() != ErrorCode::kNotFound) return std::move(blob).error();
@@ -66,13 +66,10 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::Open(ControlPlaneOptions opt
 }
 
 Result<void> ControlPlane::PersistAuthorities(const std::vector<store::AuditEvent>& audit) {
-  SecretBytes plain;
-  {
-    std::lock_guard lock(mu_);
-    SIGIL_ASSIGN_OR_RETURN(plain, authorities_->Serialize());
-  }
-  SIGIL_ASSIGN_OR_RETURN(auto sealed, kek_.Seal(plain.span(), kAuthoritiesBlob));
-  return store_->PutBlob(std::string(kAuthoritiesBlob), sealed, audit);
+  std::lock_guard lock(mu_);
+  SIGIL_TRY(PersistLocked(*authorities_, audit));
+  MarkDurableLocked();
+  return {};
 }
 
 core::TrustBundle ControlPlane::Bundle() const { return *BundlePtr(); }
@@ -87,27 +84,13 @@ core::Certificate ControlPlane::Root() const {
   return authorities_->active().ca.root();
 }
 
-Result<bool> ControlPlane::RotateIfDue() {
-  bool changed = false;
-  uint64_t sequence = 0;
-  {
-    std::lock_guard lock(mu_);
-    SIGIL_ASSIGN_OR_RETURN(changed, authorities_->Rotate(clock_.Now()));
-    if (changed) bundle_ = std::make_shared<const core::TrustBundle>(authorities_->Bundle());
-    sequence = bundle_->sequence();
-  }
-  if (!changed) return false;
-  store::AuditEvent e = Event("ca.rotate", "server");
-  e.details_json = nlohmann::json{{"bundle_sequence", sequence}}.dump();
-  SIGIL_TRY(PersistAuthorities({e}));
-  return true;
-}
-
 Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& request) {
   auto start = std::chrono::steady_clock::now();
-  Result<core::IssuedX509Svid> svid = [&] {
+  Result<core::IssuedX509Svid> svid = [&]() -> Result<core::IssuedX509Svid> {
     std::lock_guard lock(mu_);
-    return authorities_->IssueX509Svid(request, clock_.Now());
+    SIGIL_ASSIGN_OR_RETURN(auto issued, authorities_->IssueX509Svid(request, clock_.Now()));
+    SIGIL_TRY(KeepIssuanceDurableLocked());  // the store covers its notAfter before it leaves
+    return issued;
   }();
   if (metrics_ != nullptr && svid.ok()) {
     metrics_->svid_issued.Inc();
@@ -117,14 +100,18 @@ Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& re
   return svid;
 }
 
-Result<AdminCredential> ControlPlane::IssueAdminCredential(bool read_only,
-                                                           const std::string& actor) {
+Result<AdminCredential> ControlPlane::IssueAdminCredential(bool read_only, const std::string& actor,
+                                                           const core::PrivateKey* key) {
   SIGIL_ASSIGN_OR_RETURN(
       auto id, core::SpiffeId::FromPath(trust_domain(),
                                         read_only ? "/sigil/admin/readonly" : "/sigil/admin"));
-  SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
-  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, key.Public(), {}, kAdminCredentialTtl}));
-  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key.ToPkcs8Pem());
+  std::optional<core::PrivateKey> fresh;
+  if (key == nullptr) {
+    SIGIL_ASSIGN_OR_RETURN(fresh, core::PrivateKey::Generate(core::KeyType::kEcP256));
+    key = &*fresh;
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({id, key->Public(), {}, options_.admin_svid_ttl}));
+  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key->ToPkcs8Pem());
   store::AuditEvent e = Event("admin.credential.create", actor);
   e.identity = id.str();
   e.details_json = nlohmann::json{
@@ -376,6 +363,7 @@ Result<core::IssuedX509Svid> ControlPlane::SignWorkloadSvid(const std::string& n
                                                             std::span<const uint8_t> csr_der,
                                                             const AttestedProcessInfo& process) {
   SIGIL_ASSIGN_OR_RETURN(WorkloadMatch match, MatchWorkload(node, requested_id, process, "x509"));
+  SIGIL_TRY(RefuseRevokedIdentity(node, match.id.str(), process, "x509"));
   SIGIL_ASSIGN_OR_RETURN(auto csr, core::Csr::ParseDer(csr_der));
   SIGIL_ASSIGN_OR_RETURN(core::PublicKey pub, csr.Verify(core::KeyPolicy{}));
   SIGIL_ASSIGN_OR_RETURN(auto svid, Issue({match.id, pub, match.spec.dns_names, match.spec.ttl}));
@@ -403,6 +391,7 @@ Result<std::pair<std::string, TimePoint>> ControlPlane::MintWorkloadJwt(
     if (aud.empty()) return InvalidArgument("a JWT-SVID audience must not be empty");
   }
   SIGIL_ASSIGN_OR_RETURN(WorkloadMatch match, MatchWorkload(node, requested_id, process, "jwt"));
+  SIGIL_TRY(RefuseRevokedIdentity(node, match.id.str(), process, "jwt"));
   const auto& allowed = match.spec.jwt_audiences;
   if (!allowed.empty()) {
     for (const auto& aud : audience) {
@@ -426,6 +415,7 @@ Result<std::pair<std::string, TimePoint>> ControlPlane::MintWorkloadJwt(
     std::lock_guard lock(mu_);
     SIGIL_ASSIGN_OR_RETURN(token, authorities_->MintJwtSvid(match.id, audience, clock_.Now(),
                                                             core::kDefaultJwtSvidTtl));
+    SIGIL_TRY(KeepIssuanceDurableLocked());
   }
   SIGIL_ASSIGN_OR_RETURN(core::JwtSvid parsed, core::ParseJwtSvidInsecure(token));
   store::AuditEvent e = WorkloadEvent("jwt.issue", node, process);

@@ -28,6 +28,7 @@
 #include "server/audit_batcher.h"
 #include "server/metrics.h"
 #include "server/oauth2_broker.h"
+#include "server/revocations.h"
 #include "server/workload_catalog.h"
 #include "store/store.h"
 
@@ -37,13 +38,17 @@ inline constexpr Seconds kDefaultNodeSvidTtl{24 * 3600};
 inline constexpr Seconds kDefaultJoinTokenTtl{3600};
 inline constexpr Seconds kMaxJoinTokenTtl{7 * 24 * 3600};
 inline constexpr Seconds kAdminCredentialTtl{365 * 24 * 3600 / 4};  // ~3 months, capped by CA
+// How long after its node SVID expired a node may still rejoin with its key (node_rejoin.h).
+inline constexpr Seconds kDefaultNodeRejoinGrace{72 * 3600};
 
 struct ControlPlaneOptions {
   core::CaOptions ca;  // trust domain, CA key type and TTL
   core::RotationPolicy rotation;
   std::optional<core::UpstreamCa> upstream;
   Seconds node_svid_ttl = kDefaultNodeSvidTtl;
-  Seconds server_svid_ttl = kDefaultNodeSvidTtl;  // the server's own TLS certificate
+  Seconds server_svid_ttl = kDefaultNodeSvidTtl;        // the server's own TLS certificate
+  Seconds admin_svid_ttl = kAdminCredentialTtl;         // admin client certificates
+  Seconds node_rejoin_grace = kDefaultNodeRejoinGrace;  // 0: no rejoin (node_rejoin.h)
 };
 
 struct AdminCredential {
@@ -75,6 +80,8 @@ struct AttestedProcessInfo {
 // Sealed credential-source secrets live in store blob kCredentialSecretBlobPrefix + source name
 // (a JSON object of the secret fields, e.g. {"spec.value": "..."}).
 inline constexpr std::string_view kCredentialSecretBlobPrefix = "secret/";
+// The authority set (core::AuthoritySet::Serialize), sealed under the KEK.
+inline constexpr std::string_view kAuthoritiesBlob = "authorities";
 // How long an agent may hold a static/aws secret it fetched before fetching again.
 inline constexpr Seconds kCredentialGrantTtl{300};
 // Largest secret `sigil credential rotate` accepts (the same bound as a secret field in a
@@ -104,6 +111,19 @@ struct RotatedCredential {
   bool cached_token_dropped = false;  // oauth2: a cached access token was discarded
 };
 
+// `sigil ca status`: every generation of the authority set (ca_rotation.cc).
+struct CaRotationStatus {
+  TimePoint now;
+  uint64_t bundle_sequence = 0;
+  std::vector<core::GenerationInfo> generations;  // retiring, active, prepared
+};
+
+// Default propagation delay of `sigil ca rotate` (docs/operations.md, "CA rotation"): twice the
+// bundle refresh hint (5 min) that relying parties outside Sigil poll the bundle at.
+inline constexpr Seconds kDefaultCaActivateAfter{600};
+
+struct NodeRejoinRequest;  // node_rejoin.h
+
 struct NodeJoin {
   std::string spiffe_id;
   core::IssuedX509Svid svid;
@@ -130,11 +150,26 @@ class ControlPlane {
   std::shared_ptr<const core::TrustBundle> BundlePtr() const;
   // The current root CA certificate (what join tokens pin).
   core::Certificate Root() const;
-  // Advances CA rotation; persists and audits when the bundle changed. Returns true then.
+  // Advances CA rotation (automatic schedule, activations scheduled by RotateCa, retirement of
+  // generations whose issued certificates all expired); persists and audits each step
+  // ("ca.rotate.prepare", "ca.rotate.activate", "ca.rotate.retire"). Returns true when the
+  // bundle changed. Run by the server's maintenance thread every second (ca_rotation.cc).
   Result<bool> RotateIfDue();
+  // `sigil ca rotate`: prepares and publishes a new generation now (or takes the one the
+  // automatic schedule prepared) and schedules its activation at now + activate_after
+  // (0 .. CA ttl). Persisted with a "ca.rotate.prepare" record. FailedPrecondition, naming
+  // the pending generation and its activation time, when a rotation is already scheduled,
+  // unless `force` (which reschedules that generation's activation).
+  Result<core::GenerationInfo> RotateCa(Seconds activate_after, bool force,
+                                        const std::string& actor);
+  CaRotationStatus CaStatus() const;
+  // The CA certificate of the active generation (what signs now).
+  core::Certificate SigningCa() const;
 
   // `spiffe://TD/sigil/admin` (or `.../admin/readonly`) client certificate and key. Audited.
-  Result<AdminCredential> IssueAdminCredential(bool read_only, const std::string& actor);
+  // TTL admin_svid_ttl (capped by the CA); `key` nullptr: a fresh EC P-256 key.
+  Result<AdminCredential> IssueAdminCredential(bool read_only, const std::string& actor,
+                                               const core::PrivateKey* key = nullptr);
 
   // Node bootstrap. Token text is returned once; the store keeps its hash only.
   Result<IssuedJoinToken> CreateJoinToken(const std::string& node_name, Seconds ttl,
@@ -175,6 +210,11 @@ class ControlPlane {
   // expiry, last_seen) and audits "node.renew" in the same transaction.
   Result<core::IssuedX509Svid> RenewNodeSvid(const std::string& node_name,
                                              std::span<const uint8_t> csr_der);
+  // A node whose SVID expired proves it holds that SVID's key and gets a new one (see
+  // node_rejoin.h for every check; node_rejoin.cc). Audited "node.rejoin" or
+  // "node.rejoin.denied" (reason); every refusal is PermissionDenied without the reason.
+  Result<core::IssuedX509Svid> RejoinNode(const NodeRejoinRequest& request,
+                                          const std::string& peer);
   // The server's TLS identity: spiffe://TD/sigil/server with `dns_names` as DNS SANs (e.g.
   // "localhost"), for `key` (nullptr: a fresh EC P-256 key), TTL server_svid_ttl (capped by the
   // CA). The chain is leaf first and ends with the active root. Audited as
@@ -249,6 +289,25 @@ class ControlPlane {
   };
   Result<size_t> RecordAgentEvents(const std::string& node, std::span<const AgentEventIn> events);
 
+  // --- Revocation (revocations.cc; docs/control-plane.md, "Revocation") ---
+  // Revokes `target` (node name, SPIFFE ID, certificate serial or CredentialBinding name):
+  // writes the Revocation resource and a "revoke.<kind>" audit record (actor, target, reason)
+  // in one transaction; a node is first marked revoked in its node record. Re-revoking updates
+  // reason and time (new resource version). InvalidArgument naming `target` or `reason`;
+  // NotFound for an unknown node, binding or serial.
+  Result<Revocation> Revoke(RevocationKind kind, const std::string& target,
+                            const std::string& reason, const std::string& actor);
+  // Deletes the revocation of an identity, svid or binding (audited "revoke.lift"); a node
+  // revocation cannot be lifted (FailedPrecondition). NotFound when `target` is not revoked.
+  Result<Revocation> LiftRevocation(RevocationKind kind, const std::string& target,
+                                    const std::string& reason, const std::string& actor);
+  Result<std::vector<Revocation>> ListRevocations();
+  // Deletes svid revocations whose certificate has expired (audited "revoke.expired").
+  // Returns how many. Run by the server's maintenance thread.
+  Result<size_t> PruneExpiredRevocations();
+  // The revocations at the current store revision (cached per revision).
+  Result<RevocationIndex::SnapshotPtr> Revocations() { return revocations_.Current(); }
+
  private:
   ControlPlane(ControlPlaneOptions options, std::unique_ptr<store::Store> store, core::Kek kek,
                const Clock& clock)
@@ -258,7 +317,8 @@ class ControlPlane {
         clock_(clock),
         catalog_(*store_),
         audit_(*store_),
-        oauth2_(clock, HttpsTokenFetcher()) {}
+        oauth2_(clock, HttpsTokenFetcher()),
+        revocations_(*store_) {}
   // oauth2::FetchToken with its default options (credentials.cc).
   static oauth2::Fetcher HttpsTokenFetcher();
   // The token request of an oauth2-client-credentials source: its spec and sealed secret.
@@ -282,6 +342,11 @@ class ControlPlane {
   // WorkloadIdentity name order.
   Result<std::vector<WorkloadMatch>> HeldIdentities(const std::string& node,
                                                     const AttestedProcessInfo& process);
+  // PermissionDenied, audited "svid.denied" (reason "identity revoked"), when `spiffe_id` is
+  // revoked (revocations.cc).
+  Result<void> RefuseRevokedIdentity(const std::string& node, const std::string& spiffe_id,
+                                     const AttestedProcessInfo& process,
+                                     std::string_view svid_kind);
 
   const ControlPlaneOptions options_;
   std::unique_ptr<store::Store> store_;
@@ -292,9 +357,26 @@ class ControlPlane {
   AuditBatcher audit_;       // over *store_: issuance audits, group-committed
   oauth2::Broker oauth2_;    // access tokens of oauth2-client-credentials sources
 
+  RevocationIndex revocations_;  // over *store_: every Revocation, parsed per store revision
+
   metrics::ServerMetrics* metrics_ = nullptr;  // set once before serving
 
+  // CA rotation (ca_rotation.cc). Every write of the authority set happens under mu_, so the
+  // stored state only moves forward. An issuance whose expiry passes what the stored state
+  // records first writes a bound a little ahead (KeepIssuanceDurableLocked), so the store
+  // always covers every certificate handed out and a generation never leaves the bundle early.
+  struct DurableIssuance {
+    std::string kid;  // active generation's JWT kid when last persisted
+    std::optional<TimePoint> x509, jwt;
+  };
+  Result<core::AuthoritySet> CloneAuthoritiesLocked() const;
+  Result<void> PersistLocked(const core::AuthoritySet& set,
+                             const std::vector<store::AuditEvent>& audit);
+  void MarkDurableLocked();
+  Result<void> KeepIssuanceDurableLocked();
+
   mutable std::mutex mu_;
+  DurableIssuance durable_;                          // guarded by mu_
   std::optional<core::AuthoritySet> authorities_;    // guarded by mu_
   std::shared_ptr<const core::TrustBundle> bundle_;  // guarded by mu_; authorities_->Bundle()
 };

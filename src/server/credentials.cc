@@ -106,6 +106,13 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
     return error;
   };
 
+  SIGIL_ASSIGN_OR_RETURN(RevocationIndex::SnapshotPtr revoked, revocations_.Current());
+  if (const Revocation* r = revoked->ByBinding(binding); r != nullptr) {
+    return deny(
+        PermissionDenied("credential binding \"" + binding + "\" is revoked (" + r->reason + ")"),
+        "", {{"reason", "binding revoked"}, {"revocation_reason", r->reason}});
+  }
+
   auto stored = store_->Get("CredentialBinding", binding);
   if (!stored.ok()) {
     if (stored.error().code() != ErrorCode::kNotFound) return std::move(stored).error();
@@ -126,14 +133,26 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
   }
   SIGIL_ASSIGN_OR_RETURN(std::vector<WorkloadMatch> held, HeldIdentities(node, process));
   const WorkloadMatch* granted = nullptr;
+  const WorkloadMatch* revoked_match = nullptr;  // allowed, but its identity is revoked
   for (const WorkloadMatch& m : held) {
-    for (const auto& pattern : patterns) {
-      if (pattern.Matches(m.id)) {
-        granted = &m;
-        break;
-      }
+    if (std::none_of(patterns.begin(), patterns.end(),
+                     [&m](const resources::IdentityPattern& p) { return p.Matches(m.id); })) {
+      continue;
     }
-    if (granted != nullptr) break;
+    if (revoked->ByIdentity(m.id.str()) != nullptr) {
+      if (revoked_match == nullptr) revoked_match = &m;
+      continue;
+    }
+    granted = &m;
+    break;
+  }
+  if (granted == nullptr && revoked_match != nullptr) {
+    const Revocation* r = revoked->ByIdentity(revoked_match->id.str());
+    return deny(PermissionDenied("credential binding \"" + binding + "\" denied for pid " +
+                                 std::to_string(process.pid) + ": identity " +
+                                 revoked_match->id.str() + " is revoked (" + r->reason + ")"),
+                revoked_match->id.str(),
+                {{"reason", "identity revoked"}, {"revocation_reason", r->reason}});
   }
   if (granted == nullptr) {
     std::string why = held.empty() ? "the process holds no identity on node " + node
@@ -209,6 +228,10 @@ Result<CredentialGrant> ControlPlane::FetchCredential(const std::string& node,
     {
       std::lock_guard lock(mu_);
       SIGIL_ASSIGN_OR_RETURN(token, authorities_->MintJwtSvid(granted->id, {audience}, now, ttl));
+      if (auto kept = KeepIssuanceDurableLocked(); !kept.ok()) {  // ca_rotation.cc
+        OPENSSL_cleanse(token.data(), token.size());
+        return std::move(kept).error();
+      }
     }
     SIGIL_ASSIGN_OR_RETURN(core::JwtSvid parsed, core::ParseJwtSvidInsecure(token));
     grant.expires_at = parsed.expiry;

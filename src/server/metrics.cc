@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <utility>
 
+#include "store/query_count.h"
+
 namespace sigil::server::metrics {
 namespace {
 
@@ -171,6 +173,17 @@ void CallbackGauge::RenderSamples(std::string& out) const {
   }
 }
 
+CallbackCounter::CallbackCounter(std::string name, std::string help, std::function<double()> fn)
+    : Metric(std::move(name), std::move(help), {}), fn_(std::move(fn)) {}
+
+void CallbackCounter::RenderSamples(std::string& out) const {
+  try {
+    out += name_ + " " + FormatValue(fn_()) + "\n";
+  } catch (...) {
+    // As CallbackGauge: a failing source skips the sample.
+  }
+}
+
 Histogram::Histogram(std::string name, std::string help, std::vector<std::string> label_names,
                      std::vector<double> buckets)
     : Metric(std::move(name), std::move(help), std::move(label_names)),
@@ -252,6 +265,11 @@ CallbackGauge& Registry::AddCallbackGauge(std::string name, std::string help,
   return Add(std::make_unique<CallbackGauge>(std::move(name), std::move(help), std::move(fn)));
 }
 
+CallbackCounter& Registry::AddCallbackCounter(std::string name, std::string help,
+                                              std::function<double()> fn) {
+  return Add(std::make_unique<CallbackCounter>(std::move(name), std::move(help), std::move(fn)));
+}
+
 Histogram& Registry::AddHistogram(std::string name, std::string help, std::vector<double> buckets,
                                   std::vector<std::string> label_names) {
   return Add(std::make_unique<Histogram>(std::move(name), std::move(help), std::move(label_names),
@@ -275,6 +293,11 @@ ServerMetrics::ServerMetrics(Registry& r)
                                         SvidIssueBuckets())),
       agents_connected(r.AddGauge("sigil_agents_connected",
                                   "Agents with an open Sync stream (placeholder: 0 until the "
-                                  "agent API reports it).")) {}
+                                  "agent API reports it).")),
+      store_queries(r.AddCallbackCounter(
+          "sigil_store_queries_total",
+          "Statements this process sent to the store's database (SQLite statements started, "
+          "transaction control included; PostgreSQL queries).",
+          [] { return static_cast<double>(store::QueriesExecuted()); })) {}
 
 }  // namespace sigil::server::metrics

@@ -89,6 +89,18 @@ class CallbackGauge final : public Metric {
   std::function<double()> fn_;
 };
 
+// A label-less counter whose value is read by `fn` at scrape time, for totals kept elsewhere
+// (must be thread-safe and never decrease; an exception from it skips the sample).
+class CallbackCounter final : public Metric {
+ public:
+  CallbackCounter(std::string name, std::string help, std::function<double()> fn);
+
+ private:
+  std::string_view type() const override { return "counter"; }
+  void RenderSamples(std::string& out) const override;
+  std::function<double()> fn_;
+};
+
 class Histogram final : public Metric {
  public:
   // `buckets`: upper bounds, strictly increasing and finite; "+Inf" is implicit.
@@ -121,6 +133,8 @@ class Registry {
                       std::vector<std::string> label_names = {});
   Gauge& AddGauge(std::string name, std::string help, std::vector<std::string> label_names = {});
   CallbackGauge& AddCallbackGauge(std::string name, std::string help, std::function<double()> fn);
+  CallbackCounter& AddCallbackCounter(std::string name, std::string help,
+                                      std::function<double()> fn);
   Histogram& AddHistogram(std::string name, std::string help, std::vector<double> buckets,
                           std::vector<std::string> label_names = {});
 
@@ -144,6 +158,9 @@ struct ServerMetrics {
   Counter& svid_issued;           // sigil_svid_issued_total
   Histogram& svid_issue_seconds;  // sigil_svid_issue_seconds
   Gauge& agents_connected;        // sigil_agents_connected
+  // sigil_store_queries_total: store::QueriesExecuted() (statements sent to the database by
+  // this process), read at scrape time.
+  CallbackCounter& store_queries;
 };
 
 // Fixed buckets of sigil_svid_issue_seconds (seconds).

@@ -2,10 +2,14 @@
 
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <limits>
 #include <stdexcept>
 #include <thread>
 #include <vector>
+
+#include "store/query_count.h"
+#include "store/sqlite_store.h"
 
 namespace sigil::server::metrics {
 namespace {
@@ -114,6 +118,42 @@ TEST(MetricsTest, ConcurrentUpdates) {
       << text;
   EXPECT_NE(text.find("sigil_agents_connected 0\n"), std::string::npos);
   EXPECT_NE(text.find("sigil_svid_issue_seconds_bucket{le=\"0.0005\"} 0\n"), std::string::npos);
+}
+
+TEST(MetricsTest, CallbackCounter) {
+  Registry r;
+  double v = 5;
+  r.AddCallbackCounter("cbc_total", "CBC.", [&v] { return v; });
+  r.AddCallbackCounter("bad_total", "Throws.", []() -> double { throw std::runtime_error("x"); });
+  v = 6;
+  EXPECT_EQ(r.Render(),
+            "# HELP cbc_total CBC.\n# TYPE cbc_total counter\ncbc_total 6\n"
+            "# HELP bad_total Throws.\n# TYPE bad_total counter\n");
+}
+
+// sigil_store_queries_total counts statements of a real SQLite store: one per execution (not
+// per row), nothing while the store is not used.
+TEST(MetricsTest, StoreQueriesCountsSqliteStatements) {
+  Registry r;
+  ServerMetrics m(r);
+  auto store = store::SqliteStore::Open(":memory:");
+  ASSERT_TRUE(store.ok()) << store.error().ToString();
+  const uint64_t before = store::QueriesExecuted();
+  ASSERT_TRUE((*store)->CurrentRevision().ok());
+  const uint64_t one = store::QueriesExecuted() - before;
+  EXPECT_GE(one, 1u);
+  EXPECT_LE(one, 2u);  // the revision read (and nothing per row)
+  const uint64_t idle = store::QueriesExecuted();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_EQ(store::QueriesExecuted(), idle);
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE((*store)->CurrentRevision().ok());
+  EXPECT_EQ(store::QueriesExecuted() - idle, 10 * one);
+  const std::string text = r.Render();
+  EXPECT_NE(text.find("# TYPE sigil_store_queries_total counter\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("sigil_store_queries_total " +
+                      FormatValue(static_cast<double>(store::QueriesExecuted())) + "\n"),
+            std::string::npos)
+      << text;
 }
 
 }  // namespace

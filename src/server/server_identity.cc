@@ -36,6 +36,8 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
     SIGIL_ASSIGN_OR_RETURN(auto certs, core::ParseCertificatesPem(cred.chain_pem));
     m->chain_pem = std::move(cred.chain_pem);
     m->serial = certs.front().SerialHex();
+    // The chain is leaf, the signing CA's certificate, ... (IssueServerCredential).
+    if (certs.size() >= 2) m->signer_sha256 = certs[1].Fingerprint();
     m->not_before = certs.front().NotBefore();
     m->not_after = certs.front().NotAfter();
     m->issued_at = cp_.clock().Now();
@@ -48,6 +50,7 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
   } else {
     m->chain_pem = old->chain_pem;
     m->serial = old->serial;
+    m->signer_sha256 = old->signer_sha256;
     m->not_before = old->not_before;
     m->not_after = old->not_after;
     m->issued_at = old->issued_at;
@@ -74,8 +77,10 @@ Result<std::shared_ptr<const ServerIdentity::Material>> ServerIdentity::Build(
 Result<bool> ServerIdentity::Refresh() {
   std::shared_ptr<const Material> old = Current();
   const TimePoint now = cp_.clock().Now();
-  const bool reissue = now >= old->issued_at + (old->not_after - old->issued_at) / 2;
   const bool roots_changed = cp_.Bundle().sequence() != old->bundle_sequence;
+  // An activation always changes the bundle, so the signer is compared only then.
+  const bool reissue = now >= old->issued_at + (old->not_after - old->issued_at) / 2 ||
+                       (roots_changed && cp_.SigningCa().Fingerprint() != old->signer_sha256);
   if (!reissue && !roots_changed) return false;
   SIGIL_ASSIGN_OR_RETURN(auto next, Build(reissue, old));
   if (!files_dir_.empty()) SIGIL_TRY(WriteFiles(*next));

@@ -2,7 +2,9 @@
 // verifies clients against, kept current while the server runs.
 //
 // - The SVID is reissued for the same key once half of its lifetime has passed (the server
-//   certificate lasts ControlPlaneOptions::server_svid_ttl, 24 h by default).
+//   certificate lasts ControlPlaneOptions::server_svid_ttl, 24 h by default), and at once when
+//   a CA rotation activated a new generation: by then every client has had the new root in its
+//   bundle for the propagation delay, and the old CA can leave the bundle sooner.
 // - The roots follow the bundle: after a CA rotation, clients with SVIDs from the new CA are
 //   accepted without a restart, and the server chain ends with the new root.
 //
@@ -40,6 +42,7 @@ class ServerIdentity {
     std::string chain_pem;       // leaf first
     std::string roots_pem;
     std::string serial;
+    std::string signer_sha256;  // the CA certificate that signed the leaf
     uint64_t bundle_sequence = 0;
     TimePoint not_before;
     TimePoint not_after;
@@ -51,8 +54,9 @@ class ServerIdentity {
                                                         std::vector<std::string> dns_names,
                                                         std::string files_dir);
 
-  // Reissues the certificate when half its lifetime has passed, and rebuilds the roots when
-  // the bundle changed. Returns true when anything changed (files rewritten then).
+  // Reissues the certificate when half its lifetime has passed or another CA signs now, and
+  // rebuilds the roots when the bundle changed. Returns true when anything changed (files
+  // rewritten then).
   Result<bool> Refresh();
 
   std::shared_ptr<const Material> Current() const;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/stat.h>
 
 #include <filesystem>
@@ -138,6 +139,34 @@ TEST_F(ServerIdentityTest, RootsFollowCaRotation) {
   auto chain = core::ParseCertificatesPem((*id)->Current()->chain_pem);
   ASSERT_TRUE(chain.ok());
   EXPECT_EQ(chain->back().Fingerprint(), cp_->Root().Fingerprint());
+}
+
+TEST_F(ServerIdentityTest, ReissuedByTheNewCaRightAfterActivation) {
+  auto id = ServerIdentity::Create(*cp_, {"localhost"}, dir_ + "/tls");
+  ASSERT_TRUE(id.ok());
+  const auto first = (*id)->Current();
+  const std::string old_ca = cp_->SigningCa().Fingerprint();
+  auto prepared = cp_->RotateCa(Seconds(10), false, "test");
+  ASSERT_TRUE(prepared.ok()) << prepared.error().ToString();
+  // Published: the client roots gain the new CA, the certificate stays (old CA still signs).
+  ASSERT_TRUE(*(*id)->Refresh());
+  EXPECT_EQ((*id)->Current()->serial, first->serial);
+  EXPECT_EQ(core::ParseCertificatesPem((*id)->Current()->roots_pem)->size(), 2u);
+  // Activated, long before half-life: reissued by the new CA at the next refresh.
+  clock_.Set(*prepared->activate_at);  // now + 10 s, rounded up to a whole second
+  ASSERT_TRUE(*cp_->RotateIfDue());
+  ASSERT_TRUE(*(*id)->Refresh());
+  auto m = (*id)->Current();
+  EXPECT_NE(m->serial, first->serial);
+  EXPECT_EQ(m->signer_sha256, prepared->ca_sha256);
+  EXPECT_NE(m->signer_sha256, old_ca);
+  auto chain = core::ParseCertificatesPem(*ReadFile((*id)->chain_path(), 1 << 16));
+  ASSERT_TRUE(chain.ok());
+  ASSERT_GE(chain->size(), 2u);
+  EXPECT_EQ(X509_check_issued((*chain)[1].get(), (*chain)[0].get()), X509_V_OK);
+  EXPECT_EQ((*chain)[1].Fingerprint(), prepared->ca_sha256);
+  // Nothing more to do until half-life.
+  EXPECT_FALSE(*(*id)->Refresh());
 }
 
 }  // namespace

@@ -193,5 +193,43 @@ TEST_P(AuditStoreTest, QueryByBinding) {
   EXPECT_TRUE(store->QueryAudit({.binding = "none"})->empty());
 }
 
+// `sigil revoke svid SERIAL`: the issuance record of one certificate, by its top-level "serial".
+TEST_P(AuditStoreTest, QueryBySerial) {
+  auto store = OpenStore();
+  std::vector<AuditEvent> events;
+  auto with = [&](std::string type, std::string node, std::string details) {
+    AuditEvent e = Event(std::move(type), static_cast<int>(events.size()) + 1);
+    e.node = std::move(node);
+    e.details_json = std::move(details);
+    events.push_back(std::move(e));
+  };
+  with("node.join", "node-a", R"({"serial":"3fa9","expires":100})");
+  with("node.renew", "node-a", R"({"serial":"77","previous_serial":"3fa9","expires":200})");
+  with("svid.issue", "node-a", R"({"serial":"3fa90","expires":300})");
+  with("svid.issue", "node-b", R"({"exe_sha256":"x","serial":"3fa9","expires":300})");
+  with("svid.issue", "node-b", R"({"nested":{"serial":"3fa9"}})");
+  with("svid.issue", "node-b", R"({"note":"\"serial\":\"3fa9\"","other":"\u0000"})");
+  with("revoke.svid", "", R"({"target":"3fa9"})");
+  ASSERT_TRUE(store->AppendAudit(events).ok());
+
+  auto got = store->QueryAudit({.serial = "3fa9"});
+  ASSERT_TRUE(got.ok()) << got.error().ToString();
+  ASSERT_EQ(got->size(), 2u);  // not previous_serial, not a longer serial, not nested
+  EXPECT_EQ((*got)[0].seq, 1u);
+  EXPECT_EQ((*got)[1].seq, 4u);
+  auto issued = store->QueryAudit({.type = "svid.issue", .serial = "3fa9"});
+  ASSERT_TRUE(issued.ok());
+  ASSERT_EQ(issued->size(), 1u);
+  EXPECT_EQ(issued->front().event.node, "node-b");
+  auto on_a = store->QueryAudit({.node = "node-a", .serial = "3fa9"});
+  ASSERT_TRUE(on_a.ok());
+  ASSERT_EQ(on_a->size(), 1u);
+  EXPECT_EQ(on_a->front().event.type, "node.join");
+  // Combined with binding, both must hold.
+  EXPECT_TRUE(store->QueryAudit({.binding = "b", .serial = "3fa9"})->empty());
+  EXPECT_TRUE(store->QueryAudit({.serial = "3fa"})->empty());
+  EXPECT_EQ(store->QueryAudit({.serial = "77"})->size(), 1u);
+}
+
 }  // namespace
 }  // namespace sigil::store

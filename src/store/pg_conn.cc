@@ -4,6 +4,7 @@
 #include <cstring>
 #include <utility>
 
+#include "store/query_count.h"
 #include "store/store_common.h"
 
 namespace sigil::store::internal {
@@ -238,6 +239,7 @@ Result<PgResult> PgConnection::Query(std::string_view what, const std::string& s
   auto it = prepared_.find(sql);
   if (it == prepared_.end()) {
     std::string name = "sigil_" + std::to_string(prepared_.size() + 1);
+    CountQuery();
     SIGIL_TRY(Check(what, PQprepare(conn_, name.c_str(), sql.c_str(), n, params.types_.data())));
     it = prepared_.emplace(sql, std::move(name)).first;
   }
@@ -248,6 +250,7 @@ Result<PgResult> PgConnection::Query(std::string_view what, const std::string& s
     values[i] = params.nulls_[i] ? nullptr : params.values_[i].data();
     lengths[i] = static_cast<int>(params.values_[i].size());
   }
+  CountQuery();
   return Check(what, PQexecPrepared(conn_, it->second.c_str(), n, values.data(), lengths.data(),
                                     formats.data(), /*resultFormat=*/1));
 }
@@ -255,6 +258,7 @@ Result<PgResult> PgConnection::Query(std::string_view what, const std::string& s
 Result<void> PgConnection::Exec(std::string_view what, const char* sql) {
   last_sqlstate_.clear();
   last_retryable_ = false;
+  CountQuery();
   SIGIL_TRY(Check(what, PQexec(conn_, sql)));
   return Ok();
 }

@@ -103,7 +103,8 @@ class PostgresStore final : public Store {
   Result<NodeRecord> GetNode(const std::string& name) override;
   Result<void> TouchNode(const std::string& name, TimePoint seen) override;
   Result<void> RecordNodeSvid(const std::string& name, const std::string& serial, TimePoint expiry,
-                              TimePoint now, std::span<const AuditEvent> audit) override;
+                              TimePoint now, std::span<const AuditEvent> audit,
+                              const std::string& expected_serial) override;
   Result<std::vector<NodeRecord>> ListNodes() override;
 
   Result<void> PutBlob(const std::string& name, std::span<const uint8_t> bytes,

@@ -100,7 +100,7 @@ Result<std::vector<uint64_t>> PostgresStore::AppendAudit(std::span<const AuditEv
 Result<std::vector<AuditRecord>> PostgresStore::QueryAudit(const AuditFilter& filter) {
   // Assembled from constant fragments only, so each combination of filters is its own
   // prepared statement that can use the matching index; every value is a parameter. All
-  // nine parameters are always sent (with their types), used or not.
+  // ten parameters are always sent (with their types), used or not.
   std::string sql(kAuditColumns);
   sql += " WHERE seq > $1";
   if (filter.since) sql += " AND event_time >= $2";
@@ -110,6 +110,7 @@ Result<std::vector<AuditRecord>> PostgresStore::QueryAudit(const AuditFilter& fi
   if (filter.pid) sql += " AND pid = $6";
   if (filter.type) sql += " AND type = $7";
   if (filter.binding) sql += " AND strpos(details, $9) > 0";  // then MatchesAuditBinding
+  if (filter.serial) sql += " AND strpos(details, $10) > 0";  // then MatchesAuditMember
   sql += filter.newest_first ? " ORDER BY seq DESC LIMIT $8" : " ORDER BY seq ASC LIMIT $8";
   const uint32_t limit = std::min(std::max(filter.limit, 1U), kMaxAuditQueryLimit);
   PgParams params;
@@ -122,7 +123,9 @@ Result<std::vector<AuditRecord>> PostgresStore::QueryAudit(const AuditFilter& fi
       .OptText(filter.type)
       .Int(int64_t{limit})
       .OptText(filter.binding ? std::optional(internal::AuditBindingNeedle(*filter.binding))
-                              : std::nullopt);
+                              : std::nullopt)
+      .OptText(filter.serial ? std::optional(internal::AuditMemberNeedle("serial", *filter.serial))
+                             : std::nullopt);
   SIGIL_ASSIGN_OR_RETURN(auto out, Run<std::vector<AuditRecord>>(
                                        "query audit", TxnMode::kAutocommit,
                                        [&](PgConnection& c) -> Result<std::vector<AuditRecord>> {
@@ -137,6 +140,11 @@ Result<std::vector<AuditRecord>> PostgresStore::QueryAudit(const AuditFilter& fi
   if (filter.binding) {
     std::erase_if(out, [&](const AuditRecord& r) {
       return !internal::MatchesAuditBinding(r.event.details_json, *filter.binding);
+    });
+  }
+  if (filter.serial) {
+    std::erase_if(out, [&](const AuditRecord& r) {
+      return !internal::MatchesAuditMember(r.event.details_json, "serial", *filter.serial);
     });
   }
   return out;

@@ -216,20 +216,28 @@ Result<void> PostgresStore::TouchNode(const std::string& name, TimePoint seen) {
 
 Result<void> PostgresStore::RecordNodeSvid(const std::string& name, const std::string& serial,
                                            TimePoint expiry, TimePoint now,
-                                           std::span<const AuditEvent> audit) {
+                                           std::span<const AuditEvent> audit,
+                                           const std::string& expected_serial) {
   return Run<void>("record node svid", TxnMode::kWrite, [&](PgConnection& c) -> Result<void> {
-    // A concurrent revocation holds the row lock; PostgreSQL re-checks `NOT revoked` against
-    // the committed row after waiting, so a revoked node is never renewed.
+    // A concurrent revocation (or rejoin) holds the row lock; PostgreSQL re-checks the WHERE
+    // clause against the committed row after waiting, so a revoked node is never renewed and
+    // an expected serial is consumed once.
     SIGIL_ASSIGN_OR_RETURN(
-        auto up, c.Query("record node svid",
-                         "UPDATE nodes SET svid_serial = $2, svid_expiry = $3,"
-                         " last_seen = greatest(last_seen, $4) WHERE name = $1 AND NOT revoked",
-                         PgParams().Text(name).Text(serial).Time(expiry).Time(now)));
+        auto up,
+        c.Query("record node svid",
+                "UPDATE nodes SET svid_serial = $2, svid_expiry = $3,"
+                " last_seen = greatest(last_seen, $4) WHERE name = $1 AND NOT revoked"
+                " AND ($5 = '' OR svid_serial = $5)",
+                PgParams().Text(name).Text(serial).Time(expiry).Time(now).Text(expected_serial)));
     if (up.Affected() == 0) {
       SIGIL_ASSIGN_OR_RETURN(
           auto probe, c.Query("record node svid", "SELECT revoked FROM nodes WHERE name = $1",
                               PgParams().Text(name)));
       if (probe.rows() == 0) return NotFound("store: node " + name + " not found");
+      if (!probe.Bool(0, 0)) {
+        return Error(ErrorCode::kAborted,
+                     "store: node " + name + " no longer has SVID " + expected_serial);
+      }
       return PermissionDenied("store: node " + name + " is revoked");
     }
     SIGIL_TRY(AppendAuditTx(c, audit));

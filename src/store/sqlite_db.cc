@@ -7,6 +7,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "store/query_count.h"
+
 namespace sigil::store::internal {
 
 Error SqliteError(sqlite3* db, int rc, std::string_view what) {
@@ -81,6 +83,7 @@ Statement& Statement::BindOpt(int index, const std::optional<std::string>& text)
 
 Result<bool> Statement::Step() {
   if (bind_rc_ != SQLITE_OK) return SqliteError(db_, bind_rc_, "bind");
+  if (sqlite3_stmt_busy(stmt_) == 0) CountQuery();  // a new execution, not its next row
   int rc = sqlite3_step(stmt_);
   if (rc == SQLITE_ROW) return true;
   if (rc == SQLITE_DONE) return false;
@@ -175,6 +178,7 @@ int64_t Connection::Changes() const { return sqlite3_changes64(db_); }
 
 Result<void> Connection::Exec(const char* sql) {
   char* err = nullptr;
+  CountQuery();
   int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
   sqlite3_free(err);  // sqlite3_errmsg(db_) still holds the text
   if (rc != SQLITE_OK) return SqliteError(db_, rc, "exec");

@@ -87,6 +87,7 @@ Result<std::vector<AuditRecord>> SqliteStore::QueryAudit(const AuditFilter& filt
   if (filter.pid) sql += " AND pid = ?6";
   if (filter.type) sql += " AND type = ?7";
   if (filter.binding) sql += " AND instr(details, ?9) > 0";  // then MatchesAuditBinding
+  if (filter.serial) sql += " AND instr(details, ?10) > 0";  // then MatchesAuditMember
   sql += filter.newest_first ? " ORDER BY seq DESC LIMIT ?8" : " ORDER BY seq ASC LIMIT ?8";
 
   const uint32_t limit = std::min(std::max(filter.limit, 1U), kMaxAuditQueryLimit);
@@ -99,8 +100,9 @@ Result<std::vector<AuditRecord>> SqliteStore::QueryAudit(const AuditFilter& filt
   stmt.BindOpt(4, filter.identity).BindOpt(5, filter.node).BindOpt(6, filter.pid);
   stmt.BindOpt(7, filter.type);
   stmt.Bind(8, int64_t{limit});
-  // ?9 exists only with this filter.
+  // ?9 and ?10 exist only with their filters.
   if (filter.binding) stmt.Bind(9, internal::AuditBindingNeedle(*filter.binding));
+  if (filter.serial) stmt.Bind(10, internal::AuditMemberNeedle("serial", *filter.serial));
   std::vector<AuditRecord> out;
   while (true) {
     SIGIL_ASSIGN_OR_RETURN(bool row, stmt.Step());
@@ -110,6 +112,11 @@ Result<std::vector<AuditRecord>> SqliteStore::QueryAudit(const AuditFilter& filt
   if (filter.binding) {
     std::erase_if(out, [&](const AuditRecord& r) {
       return !internal::MatchesAuditBinding(r.event.details_json, *filter.binding);
+    });
+  }
+  if (filter.serial) {
+    std::erase_if(out, [&](const AuditRecord& r) {
+      return !internal::MatchesAuditMember(r.event.details_json, "serial", *filter.serial);
     });
   }
   return out;

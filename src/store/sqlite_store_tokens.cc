@@ -248,21 +248,27 @@ Result<void> SqliteStore::TouchNode(const std::string& name, TimePoint seen) {
 
 Result<void> SqliteStore::RecordNodeSvid(const std::string& name, const std::string& serial,
                                          TimePoint expiry, TimePoint now,
-                                         std::span<const AuditEvent> audit) {
+                                         std::span<const AuditEvent> audit,
+                                         const std::string& expected_serial) {
   std::lock_guard lock(mu_);
   return InWriteTxn([&]() -> Result<void> {
     SIGIL_ASSIGN_OR_RETURN(auto up,
                            conn_->Prepare("UPDATE nodes SET svid_serial = ?2, svid_expiry_us = ?3,"
                                           " last_seen_us = max(last_seen_us, ?4)"
-                                          " WHERE name = ?1 AND revoked = 0"));
+                                          " WHERE name = ?1 AND revoked = 0"
+                                          " AND (?5 = '' OR svid_serial = ?5)"));
     up.Bind(1, name).Bind(2, serial).Bind(3, ToMicros(expiry));
-    SIGIL_TRY(up.Bind(4, ToMicros(now)).Run());
+    SIGIL_TRY(up.Bind(4, ToMicros(now)).Bind(5, expected_serial).Run());
     if (conn_->Changes() == 0) {
       SIGIL_ASSIGN_OR_RETURN(auto probe,
                              conn_->Prepare("SELECT revoked FROM nodes WHERE name = ?1"));
       probe.Bind(1, name);
       SIGIL_ASSIGN_OR_RETURN(bool found, probe.Step());
       if (!found) return NotFound("store: node " + name + " not found");
+      if (probe.Int(0) == 0) {
+        return Error(ErrorCode::kAborted,
+                     "store: node " + name + " no longer has SVID " + expected_serial);
+      }
       return PermissionDenied("store: node " + name + " is revoked");
     }
     SIGIL_TRY(AppendAuditLocked(audit));

@@ -191,6 +191,11 @@ struct AuditFilter {
   // top-level member, so `limit` may also count a record naming the binding only inside a
   // nested object (none of Sigil's record types nest it).
   std::optional<std::string> binding{};
+  // Records whose details object has a top-level "serial" member equal to this: the issuance
+  // record of one certificate (svid.issue, node.join, node.renew, ...; lowercase hex as
+  // core::Certificate::SerialHex prints it), for `sigil revoke svid`. Selected the same way as
+  // `binding`.
+  std::optional<std::string> serial{};
   uint64_t after_seq = 0;     // paging: only records with seq > after_seq
   bool newest_first = false;  // with newest_first, after_seq is ignored
   uint32_t limit = 1000;      // capped at kMaxAuditQueryLimit
@@ -272,9 +277,12 @@ class Store {
   // Records a renewed node SVID (serial, expiry; last_seen = `now`) only while the node is
   // not revoked, with `audit` in the same transaction. NotFound for an unknown node;
   // PermissionDenied if it was revoked (also when the revocation raced this call).
+  // A non-empty `expected_serial` also requires the node's current serial to be exactly that
+  // (compare and swap: a rejoin consumes the expired SVID once); Aborted when it is not.
   virtual Result<void> RecordNodeSvid(const std::string& name, const std::string& serial,
                                       TimePoint expiry, TimePoint now,
-                                      std::span<const AuditEvent> audit) = 0;
+                                      std::span<const AuditEvent> audit,
+                                      const std::string& expected_serial = {}) = 0;
   virtual Result<std::vector<NodeRecord>> ListNodes() = 0;  // ordered by name
 
   // --- Encrypted blobs (CA keys, ...): the caller encrypts; bytes are opaque here ---

@@ -47,15 +47,25 @@ Result<void> ValidateKey(std::string_view what, std::string_view value, size_t m
   return Ok();
 }
 
+std::string AuditMemberNeedle(std::string_view member, std::string_view value) {
+  return nlohmann::json(std::string(member)).dump() + ":" +
+         nlohmann::json(std::string(value)).dump();
+}
+
+bool MatchesAuditMember(std::string_view details_json, std::string_view member,
+                        std::string_view value) {
+  auto details = nlohmann::json::parse(details_json, nullptr, /*allow_exceptions=*/false);
+  if (!details.is_object()) return false;
+  auto it = details.find(member);
+  return it != details.end() && it->is_string() && it->get_ref<const std::string&>() == value;
+}
+
 std::string AuditBindingNeedle(std::string_view binding) {
-  return "\"binding\":" + nlohmann::json(std::string(binding)).dump();
+  return AuditMemberNeedle("binding", binding);
 }
 
 bool MatchesAuditBinding(std::string_view details_json, std::string_view binding) {
-  auto details = nlohmann::json::parse(details_json, nullptr, /*allow_exceptions=*/false);
-  if (!details.is_object()) return false;
-  auto it = details.find("binding");
-  return it != details.end() && it->is_string() && it->get_ref<const std::string&>() == binding;
+  return MatchesAuditMember(details_json, "binding", binding);
 }
 
 Result<void> ValidateJsonObject(std::string_view what, std::string_view text, size_t max) {

@@ -59,5 +59,9 @@ Result<AuditEvent> NormalizeAuditEvent(const AuditEvent& e, const Clock& clock);
 // could truncate); MatchesAuditBinding then keeps only records whose top-level member is it.
 std::string AuditBindingNeedle(std::string_view binding);
 bool MatchesAuditBinding(std::string_view details_json, std::string_view binding);
+// The same for any top-level string member (AuditFilter::serial: member "serial").
+std::string AuditMemberNeedle(std::string_view member, std::string_view value);
+bool MatchesAuditMember(std::string_view details_json, std::string_view member,
+                        std::string_view value);
 
 }  // namespace sigil::store::internal

@@ -76,6 +76,29 @@ TEST_P(NodeBlobStoreTest, RecordNodeSvidRefusesARevokedNodeAndAuditsOnlyOnSucces
             ErrorCode::kNotFound);
 }
 
+TEST_P(NodeBlobStoreTest, RecordNodeSvidWithAnExpectedSerialSwapsItOnce) {
+  auto store = OpenStore();
+  ASSERT_TRUE(store->UpsertNode(Node("a"), {}).ok());  // serial "01"
+  AuditEvent e = testing::Event("node.rejoin");
+  TimePoint expiry = Clock::System().Now() + std::chrono::hours(1);
+  TimePoint now = Clock::System().Now();
+  ASSERT_TRUE(store->RecordNodeSvid("a", "02", expiry, now, std::span(&e, 1), "01").ok());
+  EXPECT_EQ(store->GetNode("a")->svid_serial, "02");
+  // The same expected serial again (a second rejoin with the consumed SVID): refused, nothing
+  // written or audited.
+  auto head = store->GetAuditHead();
+  auto again = store->RecordNodeSvid("a", "03", expiry, now, std::span(&e, 1), "01");
+  EXPECT_EQ(again.error().code(), ErrorCode::kAborted);
+  EXPECT_EQ(store->GetNode("a")->svid_serial, "02");
+  EXPECT_EQ(store->GetAuditHead()->seq, head->seq);
+  // Revocation still wins over a matching serial.
+  NodeRecord revoked = *store->GetNode("a");
+  revoked.revoked = true;
+  ASSERT_TRUE(store->UpsertNode(revoked, {}).ok());
+  EXPECT_EQ(store->RecordNodeSvid("a", "04", expiry, now, {}, "02").error().code(),
+            ErrorCode::kPermissionDenied);
+}
+
 TEST_P(NodeBlobStoreTest, BlobsCommitWithTheirResourcesOrNotAtAll) {
   auto store = OpenStore();
   std::vector<ResourceWrite> writes{Upsert("CredentialSource", "k", R"({"type":"static"})")};

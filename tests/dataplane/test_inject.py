@@ -18,12 +18,23 @@ Checks, against the real binaries:
     binding, method, host, path without the query, pid, exe, identity);
   * a `sigv4` binding signs requests on the wire (temporary credentials, a query, a path
     needing encoding, an S3 upload with UNSIGNED-PAYLOAD), and an S3 stand-in accepts them
-    only if botocore, re-signing the received request, computes the same Authorization.
+    only if botocore, re-signing the received request, computes the same Authorization;
+  * for a service other than S3 (a DynamoDB-style JSON stand-in on :8444) the agent buffers
+    the body and signs its hash: empty, small, exactly 64 KiB, chunked (re-framed) and
+    Expect: 100-continue bodies are accepted by botocore's re-signing; 64 KiB + 1 gets 413
+    from the agent (Content-Length and chunked), audited, nothing forwarded;
+  * TLS interception (an `inject` Service with inject.terminateTls on :443): `sigil run --
+    curl https://api.test/...` gets 200 with the key added (the workload trusts the node-local
+    CA through the SSL_CERT_FILE/CURL_CA_BUNDLE that `sigil run` exports), the CA carries name
+    constraints for the Service's names only, the same URL outside Sigil gets no key, a server
+    name the Service does not cover (or none) is refused in the handshake and audited, and the
+    key is not in the memory of a paused Python HTTPS client.
 Run as root (namespaces, BPF, cgroup2); anything missing is a failure, not a skip.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -122,6 +133,60 @@ ctx.load_cert_chain(sys.argv[2] + '/api.pem', sys.argv[2] + '/api.key')
 s.socket = ctx.wrap_socket(s.socket, server_side=True)
 s.serve_forever()
 """
+# A stand-in for an AWS JSON-protocol service (DynamoDB style: POST / with X-Amz-Target) whose
+# payload is signed: it answers 200 only when X-Amz-Content-SHA256 is the hash of the body it
+# received and botocore's SigV4Auth, re-signing the request with that hash, computes the same
+# Authorization. The body tells the test what arrived.
+JSON_SERVER = r"""
+import datetime, hashlib, http.server, ssl, sys
+from unittest import mock
+import botocore.auth, botocore.awsrequest, botocore.credentials
+AKID, SECRET, TOKEN = open(sys.argv[3]).read().split()
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = 'HTTP/1.1'
+    def handle_any(self):
+        if self.headers.get('Transfer-Encoding'):
+            self.send_error(411, 'the agent re-frames bodies with Content-Length')
+            return
+        n = int(self.headers.get('Content-Length') or 0)
+        body = self.rfile.read(n) if n else b''
+        digest = hashlib.sha256(body).hexdigest()
+        got = self.headers.get('Authorization', '')
+        when = datetime.datetime.strptime(self.headers.get('X-Amz-Date', '19700101T000000Z'),
+                                          '%Y%m%dT%H%M%SZ')
+        drop = {'authorization', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256'}
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+        # The hash of what arrived, not of what the client claims.
+        headers['X-Amz-Content-SHA256'] = digest
+        req = botocore.awsrequest.AWSRequest(method=self.command,
+                                             url='https://' + self.headers['Host'] + self.path,
+                                             headers=headers, data=body)
+        creds = botocore.credentials.Credentials(AKID, SECRET, TOKEN)
+        with mock.patch.object(botocore.auth, 'datetime') as fake:
+            fake.datetime.utcnow.return_value = when
+            fake.datetime.strptime = datetime.datetime.strptime
+            botocore.auth.SigV4Auth(creds, 'dynamodb', 'eu-west-1').add_auth(req)
+        ok = (got == req.headers['Authorization'] and
+              self.headers.get('X-Amz-Content-SHA256') == digest and
+              self.headers.get('X-Amz-Security-Token') == TOKEN and
+              'x-amz-content-sha256' in got and
+              abs((datetime.datetime.utcnow() - when).total_seconds()) < 300)
+        out = ('dynamo ok %s %d %s expect=%s\n' % (self.path, len(body), digest,
+                                                    self.headers.get('Expect', '-'))
+               if ok else 'sigv4 mismatch\n').encode()
+        self.send_response(200 if ok else 403)
+        self.send_header('Content-Length', str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+    do_GET = do_POST = do_PUT = handle_any
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer((sys.argv[1], 8444), H)
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[2] + '/api.pem', sys.argv[2] + '/api.key')
+s.socket = ctx.wrap_socket(s.socket, server_side=True)
+s.serve_forever()
+"""
+
 AWS_AKID = "AKIDEXAMPLE" + os.urandom(4).hex().upper()
 AWS_SECRET = "aws-secret-" + os.urandom(12).hex()
 AWS_TOKEN = "aws-token-" + os.urandom(12).hex()
@@ -140,11 +205,53 @@ while True:
 sys.stdout.write(out.decode('latin-1'))
 """
 
+# A workload that sends a request with Expect: 100-continue and its body only after the interim
+# "100 Continue" (which the agent must answer itself, since it holds the request to sign the
+# body); prints the interim line, then the final response.
+EXPECT_CLIENT = r"""
+import socket, sys
+body = b'{"TableName": "expect"}'
+s = socket.create_connection((sys.argv[1], 82), timeout=10)
+s.sendall(b'POST / HTTP/1.1\r\nHost: ' + sys.argv[1].encode() + b':82\r\n'
+          b'Content-Type: application/x-amz-json-1.0\r\nExpect: 100-continue\r\n'
+          b'Content-Length: ' + str(len(body)).encode() + b'\r\nConnection: close\r\n\r\n')
+interim = b''
+while not interim.endswith(b'\r\n\r\n'):
+    b = s.recv(1)
+    if not b: break
+    interim += b
+print(interim.decode().strip(), flush=True)
+s.sendall(body)
+out = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    out += b
+sys.stdout.write(out.decode('latin-1'))
+"""
+
 # A workload that makes one request, then stops itself so the test can read its memory.
 PAUSING_CLIENT = r"""
 import os, signal, socket, sys
 s = socket.create_connection((sys.argv[1], 80), timeout=10)
 s.sendall(b'GET /mem HTTP/1.1\r\nHost: ' + sys.argv[1].encode() + b'\r\nConnection: close\r\n\r\n')
+data = b''
+while True:
+    b = s.recv(65536)
+    if not b: break
+    data += b
+print(data.decode().splitlines()[0], flush=True)
+os.kill(os.getpid(), signal.SIGSTOP)
+"""
+
+# The same over HTTPS to a Service whose TLS the agent terminates: Python's ssl trusts the
+# node-local CA only through the SSL_CERT_FILE `sigil run` set.
+PAUSING_TLS_CLIENT = r"""
+import os, signal, socket, ssl, sys
+ctx = ssl.create_default_context()
+raw = socket.create_connection((sys.argv[1], 443), timeout=10)
+s = ctx.wrap_socket(raw, server_hostname='api.test')
+s.sendall(b'GET /mem-tls HTTP/1.1\r\nHost: api.test\r\nConnection: close\r\n\r\n')
 data = b''
 while True:
     b = s.recv(65536)
@@ -232,6 +339,9 @@ class InjectTest(unittest.TestCase):
         cls.peers.append(api)
         aws = Peer(netns(NS_B, PYTHON, "-c", AWS_SERVER, IP_B, cls.pki, cls.tmp / "aws"), "aws")
         cls.peers.append(aws)
+        dynamo = Peer(netns(NS_B, PYTHON, "-c", JSON_SERVER, IP_B, cls.pki, cls.tmp / "aws"),
+                      "dynamo")
+        cls.peers.append(dynamo)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             r = subprocess.run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
@@ -240,7 +350,10 @@ class InjectTest(unittest.TestCase):
             r2 = subprocess.run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                       "--cacert", cls.pki / "ca.pem", f"https://{IP_B}:8443/"),
                                 capture_output=True, text=True, timeout=10)
-            if r.stdout == "401" and r2.stdout == "403":
+            r3 = subprocess.run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                      "--cacert", cls.pki / "ca.pem", f"https://{IP_B}:8444/"),
+                                capture_output=True, text=True, timeout=10)
+            if r.stdout == "401" and r2.stdout == "403" and r3.stdout == "403":
                 return
             time.sleep(0.2)
         raise AssertionError(f"the test API did not come up\n{api.output}")
@@ -312,6 +425,50 @@ spec:
   delivery: {{sigv4: {{region: eu-west-1, service: s3}}}}
 ---
 apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: dynamo}}
+spec:
+  mode: inject
+  addresses: ["{IP_B}:82"]
+  tls:
+    port: 8444
+    sni: api.test
+    caBundle: |
+      {ca}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialBinding
+metadata: {{name: dynamo-sign}}
+spec:
+  source: aws-key
+  identities: [spiffe://{TD}/client, spiffe://{TD}/py-client]
+  service: dynamo
+  delivery: {{sigv4: {{region: eu-west-1, service: dynamodb}}}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {{name: api-tls}}
+spec:
+  mode: inject
+  addresses: ["{IP_B}:443", "api.test:443"]
+  tls:
+    port: 443
+    sni: api.test
+    caBundle: |
+      {ca}
+  inject: {{terminateTls: true}}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: CredentialBinding
+metadata: {{name: api-tls-bearer}}
+spec:
+  source: api-key
+  identities: [spiffe://{TD}/client, spiffe://{TD}/py-client]
+  service: api-tls
+  delivery:
+    header: {{name: Authorization, template: "Bearer {{{{secret}}}}"}}
+---
+apiVersion: sigil.dev/v1alpha1
 kind: CredentialBinding
 metadata: {{name: api-bearer}}
 spec:
@@ -357,7 +514,8 @@ spec:
                           "--socket", cls.tmp / "agent-a.sock", "--node-name", "host-a",
                           "--health-listen", "127.0.0.1:0", "--ready-file", ready,
                           "--dataplane", "--cgroup-root", cls.tmp / "cgroup2",
-                          "--managed-cgroup", managed, *cls._creds_flags()), "sigil-agent")
+                          "--managed-cgroup", managed, "--inject-ca-dir", cls.tmp / "run-sigil",
+                          *cls._creds_flags()), "sigil-agent")
         cls.peers.append(peer)
         addr = helpers.wait_ready_file(peer, ready, "agent", timeout=30)
         peer.managed = managed
@@ -374,7 +532,8 @@ spec:
     @classmethod
     def sigil_run(cls, *cmd: object) -> list[str]:
         return netns(NS_A, cls.sigil, "run", "--cgroup-root", cls.tmp / "cgroup2",
-                     "--managed-cgroup", cls.agent.managed, "--", *cmd)
+                     "--managed-cgroup", cls.agent.managed, "--inject-ca-dir",
+                     cls.tmp / "run-sigil", "--", *cmd)
 
     @classmethod
     def _wait_through(cls) -> None:
@@ -438,8 +597,11 @@ spec:
             time.sleep(0.3)
         self.assertGreaterEqual(after, before + 2)
 
-    def test_05_secret_never_in_the_workload_nor_in_logs(self):
-        client = subprocess.Popen(self.sigil_run(PYTHON, "-u", "-c", PAUSING_CLIENT, IP_B),
+    def scan_paused_client(self, script: str, control: bytes) -> None:
+        """Runs `script` (which makes one request, prints the status line and stops itself)
+        under `sigil run`, then reads all of the stopped process's memory: the key must not be
+        in it, while `control` (the response it received) must, proving the scan reads it."""
+        client = subprocess.Popen(self.sigil_run(PYTHON, "-u", "-c", script, IP_B),
                                   stdout=subprocess.PIPE, text=True)
         try:
             line = client.stdout.readline()
@@ -461,7 +623,6 @@ spec:
                 time.sleep(0.1)
             self.assertIsNotNone(pid, "the paused client was not found")
             secret = SECRET.encode()
-            control = b"ok auth=1 path=/mem"  # the response it received: proves the scan reads
             found = seen_control = False
             with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
                 for m in maps:
@@ -486,6 +647,9 @@ spec:
             client.stdout.close()
         for peer in (self.agent, self.server):
             self.assertNotIn(SECRET, peer.output)
+
+    def test_05_secret_never_in_the_workload_nor_in_logs(self):
+        self.scan_paused_client(PAUSING_CLIENT, b"ok auth=1 path=/mem")
 
     def test_06_each_request_is_audited(self):
         run(self.sigil_run(CURL, "-sS", "--max-time", "10", f"http://{IP_B}/audited?q=secret-q"))
@@ -522,6 +686,170 @@ spec:
         for peer in (self.agent, self.server):
             self.assertNotIn(AWS_SECRET, peer.output)
             self.assertNotIn(AWS_TOKEN, peer.output)
+
+    # --- SigV4 over a buffered body (services other than S3) ---------------------------------
+
+    def dynamo(self, *curl_args: object) -> subprocess.CompletedProcess:
+        return run(self.sigil_run(CURL, "-sS", "--max-time", "20", "-H",
+                                  "Content-Type: application/x-amz-json-1.0", "-H",
+                                  "X-Amz-Target: DynamoDB_20120810.ListTables", *curl_args),
+                   check=False)
+
+    def test_08_sigv4_body_hash_for_a_json_service(self):
+        sizes = {"empty": b"", "small": b'{"TableName": "t", "Limit": 10}',
+                 "exact": b"[" + b" " * (64 * 1024 - 2) + b"]"}
+        self.assertEqual(len(sizes["exact"]), 65536)
+        for name, body in sizes.items():
+            with self.subTest(name):
+                f = self.tmp / f"ddb-{name}.json"
+                f.write_bytes(body)
+                r = self.dynamo("-X", "POST", "--data-binary", f"@{f}",
+                                f"http://{IP_B}:82/")
+                digest = hashlib.sha256(body).hexdigest()
+                self.assertEqual(r.stdout, f"dynamo ok / {len(body)} {digest} expect=-\n",
+                                 r.stderr)
+        # A GET without a body: the hash of the empty string.
+        r = self.dynamo(f"http://{IP_B}:82/?Action=Describe")
+        self.assertEqual(r.stdout, f"dynamo ok /?Action=Describe 0 "
+                         f"{hashlib.sha256(b'').hexdigest()} expect=-\n", r.stderr)
+        # Chunked from the workload: decoded, hashed and re-framed with Content-Length (the
+        # stand-in refuses Transfer-Encoding), for small and exactly-64-KiB bodies.
+        for name in ("small", "exact"):
+            with self.subTest("chunked " + name):
+                f = self.tmp / f"ddb-{name}.json"
+                r = self.dynamo("-X", "POST", "-H", "Transfer-Encoding: chunked",
+                                "--data-binary", f"@{f}", f"http://{IP_B}:82/chunked")
+                body = f.read_bytes()
+                self.assertEqual(r.stdout, f"dynamo ok /chunked {len(body)} "
+                                 f"{hashlib.sha256(body).hexdigest()} expect=-\n", r.stderr)
+        for peer in (self.agent, self.server):
+            self.assertNotIn(AWS_SECRET, peer.output)
+            self.assertNotIn(AWS_TOKEN, peer.output)
+
+    def test_09_expect_continue_is_answered_by_the_agent(self):
+        r = run(self.sigil_run(PYTHON, "-c", EXPECT_CLIENT, IP_B))
+        lines = r.stdout.split("\n", 1)
+        self.assertEqual(lines[0], "HTTP/1.1 100 Continue", r.stdout)
+        body = b'{"TableName": "expect"}'
+        self.assertTrue(lines[1].startswith("HTTP/1.1 200"), r.stdout)
+        # The upstream never saw the Expect: the agent answered it and sent the body at once.
+        self.assertIn(f"dynamo ok / {len(body)} {hashlib.sha256(body).hexdigest()} expect=-",
+                      r.stdout)
+
+    def refusals(self) -> list[dict]:
+        """The details of every dataplane.refused audit record."""
+        return [json.loads(d) if isinstance(d, str) else d for d in
+                (x.get("details", {}) for x in self.audit("dataplane.refused"))]
+
+    def test_10_body_over_64_kib_is_refused_with_413(self):
+        big = self.tmp / "ddb-big.json"
+        big.write_bytes(b"x" * (64 * 1024 + 1))
+        for framing in ([], ["-H", "Transfer-Encoding: chunked"]):
+            with self.subTest(framing=framing):
+                r = self.dynamo("-X", "POST", *framing, "--data-binary", f"@{big}",
+                                "-o", self.tmp / "body413", "-w", "%{http_code}",
+                                f"http://{IP_B}:82/big")
+                self.assertEqual(r.stdout, "413", r.stderr)
+                self.assertIn("65536 bytes", (self.tmp / "body413").read_text())
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            big_ones = [d for d in self.refusals() if d.get("code") == 413]
+            if len(big_ones) >= 2:
+                break
+            time.sleep(0.3)
+        self.assertEqual(len(big_ones), 2, big_ones)  # only this test sends such bodies
+        self.assertEqual({d["binding"] for d in big_ones}, {"dynamo-sign"})
+
+    # --- TLS interception ----------------------------------------------------------------------
+
+    def bundle(self) -> Path:
+        """The node-local CA bundle, once the agent has published it (it needs the synced
+        api-tls Service)."""
+        path = self.tmp / "run-sigil" / "inject-ca-bundle.pem"
+        deadline = time.monotonic() + 20
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        self.assertTrue(path.exists(), f"no {path}\n{self.agent.output}")
+        return path
+
+    def test_11_https_workload_through_the_node_ca(self):
+        self.bundle()
+        r = run(self.sigil_run(CURL, "-sS", "-v", "--max-time", "10", "--resolve",
+                               f"api.test:443:{IP_B}", "https://api.test/v1/tls?x=1"))
+        self.assertEqual(r.stdout, "ok auth=1 path=/v1/tls?x=1\n")
+        # The workload verified the node-local CA's leaf for api.test (curl -v names it).
+        self.assertIn("Sigil node-local interception CA", r.stderr)
+        self.assertIn("subject: O=Sigil; CN=api.test", r.stderr)
+        # A forged key from the workload is replaced, as in plaintext.
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "--resolve",
+                               f"api.test:443:{IP_B}", "-H", "Authorization: Bearer wrong",
+                               "https://api.test/forged-tls"))
+        self.assertEqual(r.stdout, "ok auth=1 path=/forged-tls\n")
+        # `sigil run` told the workload where the bundle is.
+        r = run(self.sigil_run("/usr/bin/env"))
+        self.assertIn(f"SSL_CERT_FILE={self.bundle()}\n", r.stdout)
+        self.assertIn(f"CURL_CA_BUNDLE={self.bundle()}\n", r.stdout)
+
+    def test_12_node_ca_is_constrained_to_the_service_names(self):
+        ca = self.tmp / "run-sigil" / "inject-ca.pem"
+        self.bundle()
+        text = run(["openssl", "x509", "-in", ca, "-noout", "-text"]).stdout
+        self.assertIn("X509v3 Name Constraints: critical", text)
+        self.assertIn("DNS:api.test", text)
+        self.assertIn("IP:0.0.0.0/0.0.0.0", text)  # excluded: every IPv4 address
+        self.assertIn("CA:TRUE, pathlen:0", text)
+        not_before = run(["openssl", "x509", "-in", ca, "-noout", "-startdate"]).stdout
+        not_after = run(["openssl", "x509", "-in", ca, "-noout", "-enddate"]).stdout
+
+        def parse(line: str) -> float:
+            return time.mktime(time.strptime(line.split("=", 1)[1].strip(),
+                                             "%b %d %H:%M:%S %Y %Z"))
+
+        self.assertLessEqual(parse(not_after) - parse(not_before), 24 * 3600 + 60)
+        # The bundle is the system roots followed by the node CA.
+        bundle = self.bundle().read_text()
+        self.assertTrue(bundle.endswith(ca.read_text()))
+        self.assertGreater(bundle.count("BEGIN CERTIFICATE"), 10)
+        self.assertNotIn("PRIVATE KEY", bundle)
+
+    def test_13_same_url_outside_sigil_gets_no_key(self):
+        # Straight to the API: its own certificate (not the node CA's) and no key.
+        r = run(netns(NS_A, CURL, "-sS", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                      self.bundle(), "--resolve", f"api.test:443:{IP_B}",
+                      "https://api.test/v1/tls"), check=False)
+        self.assertEqual(r.returncode, 60, r.stderr)  # the node CA does not vouch for it
+        r = run(netns(NS_A, CURL, "-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert",
+                      self.pki / "ca.pem", "--resolve", f"api.test:443:{IP_B}",
+                      "https://api.test/v1/tls"))
+        self.assertEqual(r.stdout, "401")
+
+    def test_14_uncovered_server_name_is_refused_and_audited(self):
+        self.bundle()
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "--resolve",
+                               f"evil.test:443:{IP_B}", "https://evil.test/x"), check=False)
+        self.assertEqual(r.returncode, 35, r.stderr)  # TLS handshake failed
+        self.assertIn("unrecognized name", r.stderr)
+        # No server name at all (an IP URL): refused too.
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", "-k", f"https://{IP_B}/x"),
+                check=False)
+        self.assertEqual(r.returncode, 35, r.stderr)
+        deadline = time.monotonic() + 10
+        found = []
+        while time.monotonic() < deadline:
+            # Only this test makes handshakes the agent refuses.
+            found = [d for d in self.refusals() if d.get("tls") == "intercepted"]
+            if len(found) >= 2:
+                break
+            time.sleep(0.3)
+        self.assertEqual(len(found), 2, found)
+        evil = [d for d in found if d.get("sni") == "evil.test"]
+        self.assertEqual(len(evil), 1, found)
+        self.assertIn("not covered by Service api-tls", evil[0]["reason"])
+        self.assertTrue(any("no TLS server name" in d["reason"] for d in found), found)
+
+    def test_15_secret_not_in_an_https_workload(self):
+        self.bundle()
+        self.scan_paused_client(PAUSING_TLS_CLIENT, b"ok auth=1 path=/mem-tls")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,10 @@ byte-identical (and present in both or in neither).
 Shapes: query strings with repeated names, empty values, reserved characters, unicode and
 non-canonical client encodings; paths with spaces, '~', '%', '//', '.' and '..' segments;
 headers with leading/trailing/inner spaces, tabs and repeated names; empty, text and binary
-bodies and unsigned payloads; with and without session token; services s3, sts, execute-api.
+bodies and unsigned payloads; with and without session token; services s3, sts, execute-api,
+dynamodb. The agent signs a buffered body of a service other than S3 with the body hash also
+sent as X-Amz-Content-SHA256 (content_hash=True below); botocore signs such a request with the
+header present (it then signs the header and uses its value as the payload hash).
 
 Run: SIGV4_TOOL=build/.../sigil_sigv4_tool /usr/bin/python3 tests/inject/test_sigv4_botocore.py
 A missing tool or module is a failure, never a skip.
@@ -21,6 +24,7 @@ A missing tool or module is a failure, never a skip.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 import os
 import sys
@@ -50,16 +54,18 @@ T3 = datetime.datetime(2031, 12, 31, 0, 0, 1)
 STS = ("sts", "eu-west-1", "sts.eu-west-1.amazonaws.com")
 API = ("execute-api", "us-east-1", "a1b2c3d4e5.execute-api.us-east-1.amazonaws.com")
 S3 = ("s3", "eu-west-1", "s3.eu-west-1.amazonaws.com")
+DDB = ("dynamodb", "eu-west-1", "dynamodb.eu-west-1.amazonaws.com")
 
 
 def case(name, svc, method="GET", path="/", query="", params=(), headers=(), body=b"",
-         token="", when=T1):
+         token="", when=T1, content_hash=False):
     """path/query: as on the wire (what the agent sees); params: the decoded query pairs an SDK
-    would hand botocore. body=None means UNSIGNED-PAYLOAD."""
+    would hand botocore. body=None means UNSIGNED-PAYLOAD. content_hash: X-Amz-Content-SHA256
+    carries the body's hash (the agent's mode for buffered bodies)."""
     service, region, host = svc
     return dict(name=name, service=service, region=region, host=host, method=method, path=path,
                 query=query, params=list(params), headers=[("Host", host)] + list(headers),
-                body=body, token=token, when=when)
+                body=body, token=token, when=when, content_hash=content_hash)
 
 
 CASES = [
@@ -126,6 +132,17 @@ CASES = [
          query="versionId=&acl", params=[("versionId", ""), ("acl", "")]),
     case("s3 DELETE with plus in query", S3, "DELETE", path="/bucket/upload",
          query="uploadId=abc%2Bdef", params=[("uploadId", "abc+def")], token=TOKEN),
+    # --- buffered bodies signed with their hash on the wire (the agent, services but S3) -------
+    case("dynamodb JSON body hash", DDB, "POST", content_hash=True, token=TOKEN,
+         headers=[("Content-Type", "application/x-amz-json-1.0"),
+                  ("X-Amz-Target", "DynamoDB_20120810.ListTables"), ("Content-Length", "2")],
+         body=b"{}"),
+    case("sts form body hash", STS, "POST", content_hash=True,
+         headers=[("Content-Type", "application/x-www-form-urlencoded")],
+         body=b"Action=GetCallerIdentity&Version=2011-06-15"),
+    case("empty body hash", DDB, "GET", path="/", content_hash=True, when=T2),
+    case("64 KiB binary body hash", API, "PUT", path="/prod/blob", content_hash=True,
+         body=bytes(range(256)) * 256, token=TOKEN, when=T3),
 ]
 
 SIGNER_HEADERS = ("Authorization", "X-Amz-Date", "X-Amz-Content-SHA256", "X-Amz-Security-Token")
@@ -137,6 +154,8 @@ def botocore_sign(c: dict) -> tuple[dict, str]:
                      data=b"" if c["body"] is None else c["body"], params=c["params"])
     for name, value in c["headers"]:
         req.headers[name] = value  # appends: repeated names stay repeated
+    if c["content_hash"]:
+        req.headers["X-Amz-Content-SHA256"] = hashlib.sha256(c["body"]).hexdigest()
     creds = Credentials(AKID, SECRET, c["token"] or None)
     if c["service"] == "s3":
         auth = botocore_auth.S3SigV4Auth(creds, "s3", c["region"])
@@ -175,7 +194,8 @@ def sigil_sign_all(cases: list[dict]) -> list[dict]:
             headers=[[n, v] for n, v in c["headers"]],
             body_hex=None if c["body"] is None else c["body"].hex(),
             access_key=AKID, secret=SECRET, token=c["token"], region=c["region"],
-            service=c["service"], time=int(when.timestamp())))
+            service=c["service"], time=int(when.timestamp()),
+            content_sha256=c["content_hash"]))
     proc = helpers.run([tool], input=json.dumps(payload))
     out = json.loads(proc.stdout)
     if len(out) != len(cases):
@@ -193,6 +213,7 @@ class SigV4MatchesBotocore(unittest.TestCase):
         self.assertGreaterEqual(sum(c["service"] == "s3" for c in CASES), 6)
         self.assertGreaterEqual(sum(bool(c["token"]) for c in CASES), 4)
         self.assertGreaterEqual(sum(c["body"] is None for c in CASES), 2)
+        self.assertGreaterEqual(sum(c["content_hash"] for c in CASES), 4)
 
     def test_every_shape_byte_identical(self) -> None:
         for c, ours in zip(CASES, self.ours):

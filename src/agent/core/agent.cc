@@ -8,6 +8,7 @@
 #include "core/csr.h"
 #include "core/join_token.h"
 #include "core/keys.h"
+#include "core/rejoin_proof.h"
 #include "core/x509_svid.h"
 
 namespace sigil::agent {
@@ -17,6 +18,11 @@ namespace pb = sigil::agent::v1;
 
 constexpr std::chrono::milliseconds kMaintenanceInterval{1000};
 constexpr size_t kMaxLoggedErrors = 3;
+// Rejoin pacing after the node SVID expired: while the server cannot be reached, and after the
+// server refused (in case the operator raises --node-rejoin-grace or the refusal was transient).
+// Each wait gets up to 25 % jitter on top, never less.
+constexpr std::chrono::seconds kRejoinRetry{30};
+constexpr std::chrono::seconds kRejoinRetryRefused{300};
 
 std::string HostName() {
   char host[256] = {};
@@ -162,6 +168,7 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
   SIGIL_ASSIGN_OR_RETURN(auto certs, core::ParseCertificatesPem(agent->node_.chain_pem));
   agent->node_not_before_ = certs.front().NotBefore();
   agent->node_not_after_ = certs.front().NotAfter();
+  agent->node_issued_at_ = certs.front().NotBefore();
   SIGIL_TRY(agent->Connect());
   log.Info("agent.start", {{"node", agent->node_.node_name},
                            {"spiffe_id", agent->node_.spiffe_id},
@@ -217,6 +224,20 @@ bool Agent::SleepFor(std::chrono::milliseconds d) {
   return !stopping_.load();
 }
 
+bool Agent::SleepForSync(std::chrono::milliseconds d, uint64_t seen) {
+  std::unique_lock lock(sleep_mu_);
+  sleep_cv_.wait_for(lock, d, [&] { return stopping_.load() || sync_wakes_ != seen; });
+  return !stopping_.load();
+}
+
+void Agent::WakeSync() {
+  {
+    std::lock_guard lock(sleep_mu_);
+    ++sync_wakes_;
+  }
+  sleep_cv_.notify_all();
+}
+
 std::string Agent::RootsPem() const {
   auto bundle = state_.bundle();
   return bundle ? bundle->X509AuthoritiesPem() : std::string();
@@ -248,6 +269,11 @@ void Agent::SyncLoop() {
   std::mt19937_64 rng(std::random_device{}());
   std::chrono::milliseconds backoff{500};
   while (!stopping_.load()) {
+    uint64_t wakes = 0;
+    {
+      std::lock_guard lock(sleep_mu_);
+      wakes = sync_wakes_;
+    }
     auto conn = connection();
     grpc::ClientContext ctx;
     {
@@ -261,12 +287,16 @@ void Agent::SyncLoop() {
     pb::SyncResponse msg;
     while (reader->Read(&msg)) {
       const std::string old_jwks = state_.bundle_jwks();
+      const auto old_revocations = state_.revocations();
       if (auto r = state_.Apply(msg); !r.ok()) {
         log_.Error("sync.apply.fail", {{"error", r.error().message()}});
         ctx.TryCancel();
         break;
       }
       grants_.OnSync(msg);  // a changed binding or source: its grants are fetched again
+      if (auto revoked = state_.revocations(); revoked != old_revocations) {
+        ApplyRevocations(*revoked);
+      }
       {
         std::lock_guard lock(mu_);
         if (!synced_) log_.Info("sync.connected", {{"revision", msg.revision()}});
@@ -302,41 +332,76 @@ void Agent::SyncLoop() {
       std::lock_guard lock(mu_);
       fields["node_svid_expires"] = ToUnixSeconds(node_not_after_);
     }
+    if (st.error_code() == grpc::StatusCode::PERMISSION_DENIED &&
+        st.error_message().find("is revoked") != std::string::npos) {
+      MarkNodeRevoked(st.error_message());
+    }
     log_.Warn("sync.disconnected", fields);
-    // Jitter: sleep between 50% and 100% of the backoff, then double it up to the cap.
+    // Jitter: sleep between 50% and 100% of the backoff, then double it up to the cap. A
+    // rejoin (new node SVID) ends the wait and the backoff at once.
     std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    if (!SleepFor(std::chrono::milliseconds(jitter(rng)))) break;
-    backoff = std::min(backoff * 2, options_.max_backoff);
+    if (!SleepForSync(std::chrono::milliseconds(jitter(rng)), wakes)) break;
+    bool woken = false;
+    {
+      std::lock_guard lock(sleep_mu_);
+      woken = sync_wakes_ != wakes;
+    }
+    backoff = woken ? std::chrono::milliseconds(500) : std::min(backoff * 2, options_.max_backoff);
   }
 }
 
+void Agent::ApplyRevocations(const core::RevocationSet& revoked) {
+  const size_t svids = svids_->DropRevoked(revoked);
+  const size_t grants = grants_.DropIf([&](const std::string& binding, const std::string& id) {
+    return revoked.FindBinding(binding) != nullptr || revoked.FindIdentity(id) != nullptr;
+  });
+  log_.Info(
+      "revocation.update",
+      {{"revocations", revoked.size()}, {"svids_dropped", svids}, {"grants_dropped", grants}});
+  if (const auto* e = revoked.FindNode(node_.node_name)) {
+    MarkNodeRevoked(core::RevocationSet::Describe(*e));
+  }
+  state_.Touch();  // Workload API streams send the SVIDs that remain
+}
+
+void Agent::MarkNodeRevoked(const std::string& why) {
+  if (node_revoked_.exchange(true)) return;
+  svids_->Clear();
+  grants_.Clear();
+  log_.Error("node.revoked",
+             {{"node", node_.node_name},
+              {"why", why},
+              {"fix",
+               "the server revoked this node: it serves no SVID or credential any more. Find out "
+               "why (`sigil audit --type revoke.node`); to bring the machine back, join it under a "
+               "new node name with a new token (`sigil token create --node NEW-NAME`) after "
+               "removing " +
+                   options_.data_dir + "/node.json"}});
+  state_.Touch();
+}
+
+Result<void> Agent::CheckNotRevoked() const {
+  if (node_revoked_.load()) {
+    return PermissionDenied("this node (" + node_.node_name + ") is revoked by the server");
+  }
+  return Ok();
+}
+
 void Agent::RenewNodeSvidIfDue() {
-  TimePoint not_before, not_after;
+  TimePoint issued_at, not_after;
   {
     std::lock_guard lock(mu_);
-    not_before = node_not_before_;
+    issued_at = node_issued_at_;
     not_after = node_not_after_;
   }
   const TimePoint now = options_.clock->Now();
   if (now >= not_after) {
-    std::lock_guard lock(mu_);
-    if (!expiry_reported_) {
-      expiry_reported_ = true;
-      log_.Error("node.svid.expired",
-                 {{"node", node_.node_name},
-                  {"expired", ToUnixSeconds(not_after)},
-                  {"fix",
-                   "the server no longer accepts this node's SVID; on the server run "
-                   "`sigil token create --node " +
-                       node_.node_name +
-                       "`, then restart this agent with --join-token "
-                       "TOKEN after removing " +
-                       options_.data_dir + "/node.json"},
-                  {"meanwhile", "serving cached SVIDs until they expire"}});
-    }
+    RejoinIfDue(not_after);
     return;
   }
-  if (now < not_before + (not_after - not_before) / 2) return;
+  // Half-life counted from when the SVID arrived: the CA backdates notBefore (10 s), which with
+  // a short --node-svid-ttl would renew on every tick.
+  if (now < issued_at + (not_after - issued_at) / 2) return;
   auto key = core::PrivateKey::Generate(core::KeyType::kEcP256);
   if (!key.ok()) return;
   auto csr = core::CreateCsrDer(*key);
@@ -351,35 +416,137 @@ void Agent::RenewNodeSvidIfDue() {
               {{"error", st.error_message()}, {"expires", ToUnixSeconds(not_after)}});
     return;
   }
-  auto chain = ChainFromDer(resp.svid_chain());
-  auto key_pem = key->ToPkcs8Pem();
-  if (!chain.ok() || chain->empty() || !key_pem.ok()) {
-    log_.Error("node.renew.fail", {{"error", "unreadable SVID from the server"}});
+  auto leaf = InstallNodeSvid(resp.svid_chain(), *key);
+  if (!leaf.ok()) {
+    log_.Error("node.renew.fail", {{"error", leaf.error().message()}});
     return;
   }
-  auto leaf_key = chain->front().PublicKeyOf();
-  if (!leaf_key.ok() || leaf_key->ToDer() != key->Public().ToDer()) {
-    log_.Error("node.renew.fail", {{"error", "the server returned an SVID for another key"}});
-    return;
+  log_.Info("node.renew",
+            {{"serial", leaf->SerialHex()}, {"expires", ToUnixSeconds(leaf->NotAfter())}});
+}
+
+Result<core::Certificate> Agent::InstallNodeSvid(const std::string& chain_der,
+                                                 const core::PrivateKey& key) {
+  auto chain = ChainFromDer(chain_der);
+  if (!chain.ok() || chain->empty()) return Internal("unreadable SVID from the server");
+  const core::Certificate leaf = chain->front();
+  auto leaf_key = leaf.PublicKeyOf();
+  if (!leaf_key.ok() || leaf_key->ToDer() != key.Public().ToDer()) {
+    return Internal("the server returned an SVID for another key");
   }
+  auto id = core::SpiffeIdFromCertificate(leaf);
+  if (!id.ok() || id->str() != node_.spiffe_id) {
+    return Internal("the server returned an SVID for another identity");
+  }
+  SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key.ToPkcs8Pem());
   const std::string chain_pem = core::CertificatesToPem(*chain);
-  if (auto r = SaveNodeCredential(options_.data_dir, chain_pem, *key_pem); !r.ok()) {
-    log_.Error("node.renew.save.fail", {{"error", r.error().message()}});
-    return;
+  if (auto r = SaveNodeCredential(options_.data_dir, chain_pem, key_pem); !r.ok()) {
+    return r.error().WithContext("saving the node SVID");
   }
   {
     std::lock_guard lock(mu_);
     node_.chain_pem = chain_pem;
-    node_.key_pem = std::move(key_pem).value();
-    node_not_before_ = chain->front().NotBefore();
-    node_not_after_ = chain->front().NotAfter();
+    node_.key_pem = std::move(key_pem);
+    node_not_before_ = leaf.NotBefore();
+    node_not_after_ = leaf.NotAfter();
+    node_issued_at_ = std::max(leaf.NotBefore(), options_.clock->Now());
     expiry_reported_ = false;
   }
   if (auto r = Connect(); !r.ok()) {
     log_.Error("server.reconnect.fail", {{"error", r.error().message()}});
   }
-  log_.Info("node.renew", {{"serial", chain->front().SerialHex()},
-                           {"expires", ToUnixSeconds(chain->front().NotAfter())}});
+  return leaf;
+}
+
+void Agent::RejoinIfDue(TimePoint not_after) {
+  if (node_revoked_.load()) return;  // the server refuses a revoked node; node.revoked said so
+  const auto steady_now = std::chrono::steady_clock::now();
+  if (next_rejoin_ && steady_now < *next_rejoin_) return;
+  const TimePoint now = options_.clock->Now();
+  auto leaf = Rejoin();
+  if (leaf.ok()) {
+    next_rejoin_.reset();
+    log_.Info("node.rejoin",
+              {{"node", node_.node_name},
+               {"serial", leaf->SerialHex()},
+               {"expires", ToUnixSeconds(leaf->NotAfter())},
+               {"expired_for_s", std::chrono::duration_cast<Seconds>(now - not_after).count()}});
+    WakeSync();      // a Sync loop waiting in its backoff reconnects now, with the new SVID
+    state_.Touch();  // Workload API streams re-read their SVIDs (renewed by the maintenance loop)
+    return;
+  }
+  const ErrorCode code = leaf.error().code();
+  // PermissionDenied: the server refused (it does not say why). Unimplemented: a server
+  // without Rejoin. Both need the operator unless they change the server.
+  const bool refused = code == ErrorCode::kPermissionDenied || code == ErrorCode::kUnimplemented;
+  const std::chrono::seconds base = refused ? kRejoinRetryRefused : kRejoinRetry;
+  static thread_local std::mt19937_64 rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> jitter(0, base.count() * 1000 / 4);
+  next_rejoin_ = steady_now + base + std::chrono::milliseconds(jitter(rng));
+  if (!refused) {
+    log_.Warn("node.rejoin.fail", {{"error", leaf.error().message()},
+                                   {"expired", ToUnixSeconds(not_after)},
+                                   {"retry_s", base.count()}});
+    return;
+  }
+  std::lock_guard lock(mu_);
+  if (expiry_reported_) return;
+  expiry_reported_ = true;
+  log_.Error("node.svid.expired",
+             {{"node", node_.node_name},
+              {"expired", ToUnixSeconds(not_after)},
+              {"rejoin",
+               code == ErrorCode::kUnimplemented
+                   ? "the server does not support rejoin (upgrade it)"
+                   : "the server refused to rejoin (expired longer than its --node-rejoin-grace, "
+                     "revoked, or superseded); its audit trail has the reason (sigil audit --type "
+                     "node.rejoin.denied)"},
+              {"fix",
+               "the server no longer accepts this node's SVID; on the server run "
+               "`sigil token create --node " +
+                   node_.node_name +
+                   "`, then restart this agent with --join-token "
+                   "TOKEN after removing " +
+                   options_.data_dir + "/node.json"},
+              {"meanwhile",
+               "serving cached SVIDs until they expire; asking the server to rejoin again "
+               "every 5 minutes"}});
+}
+
+Result<core::Certificate> Agent::Rejoin() {
+  std::string server, chain_pem;
+  SecretBytes key_pem;
+  {
+    std::lock_guard lock(mu_);
+    server = node_.server;
+    chain_pem = node_.chain_pem;
+    key_pem = SecretBytes::Copy(node_.key_pem.view());
+  }
+  SIGIL_ASSIGN_OR_RETURN(auto chain, core::ParseCertificatesPem(chain_pem));
+  if (chain.empty()) return Internal("rejoin: no node SVID in " + options_.data_dir);
+  SIGIL_ASSIGN_OR_RETURN(auto old_key, core::PrivateKey::FromPem(key_pem.view()));
+  SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
+  SIGIL_ASSIGN_OR_RETURN(auto csr, core::CreateCsrDer(key));
+  const int64_t timestamp = ToUnixSeconds(options_.clock->Now());
+  const std::string message = core::RejoinMessage(trust_domain_, node_.node_name,
+                                                  chain.front().SerialHex(), csr, timestamp);
+  SIGIL_ASSIGN_OR_RETURN(auto signature, core::SignRejoin(old_key, message));
+  // Server-authenticated TLS without a client certificate: the expired one would fail the
+  // handshake.
+  SIGIL_ASSIGN_OR_RETURN(auto conn,
+                         ServerConnection::Open(server, trust_domain_, RootsPem(), "", {}));
+  pb::RejoinRequest req;
+  req.set_node_name(node_.node_name);
+  std::vector<uint8_t> chain_der = core::CertificatesToDer(chain);
+  req.set_expired_chain(std::string(chain_der.begin(), chain_der.end()));
+  req.set_csr(std::string(csr.begin(), csr.end()));
+  req.set_timestamp(timestamp);
+  req.set_signature(std::string(signature.begin(), signature.end()));
+  pb::NodeSVIDResponse resp;
+  auto ctx = ServerConnection::Context();
+  grpc::Status st = conn->stub().Rejoin(ctx.get(), req, &resp);
+  if (!st.ok()) return FromGrpcStatus(st, "rejoin " + server);
+  return InstallNodeSvid(resp.svid_chain(), key);
 }
 
 void Agent::MaintenanceLoop() {
@@ -411,6 +578,7 @@ AgentHealth Agent::Health() const {
 
 Result<std::vector<workloadapi::X509SvidGrant>> Agent::X509Svids(
     const attest::AttestedProcess& process) {
+  SIGIL_TRY(CheckNotRevoked());
   auto identities = state_.identities();
   auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
                                  process.Selectors());
@@ -418,6 +586,14 @@ Result<std::vector<workloadapi::X509SvidGrant>> Agent::X509Svids(
     return PermissionDenied("no WorkloadIdentity matches pid " + std::to_string(process.pid) +
                             " (uid " + std::to_string(process.uid) + ", " + process.exe_path + ")");
   }
+  auto revoked = state_.revocations();
+  std::string revoked_why;
+  std::erase_if(matches, [&](const MatchedIdentity& m) {
+    const auto* e = revoked->FindIdentity(m.id.str());
+    if (e != nullptr) revoked_why = core::RevocationSet::Describe(*e);
+    return e != nullptr;
+  });
+  if (matches.empty()) return PermissionDenied(revoked_why);
   pb::AttestedProcess proto = ToProto(process);
   std::vector<workloadapi::X509SvidGrant> out;
   for (const auto& m : matches) {
@@ -437,6 +613,8 @@ Result<std::vector<workloadapi::JwtSvidGrant>> Agent::JwtSvids(
     const attest::AttestedProcess& process, const std::vector<std::string>& audience,
     const std::string& spiffe_id) {
   if (audience.empty()) return InvalidArgument("a JWT-SVID needs at least one audience");
+  SIGIL_TRY(CheckNotRevoked());
+  auto revoked = state_.revocations();
   auto identities = state_.identities();
   auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
                                  process.Selectors());
@@ -444,6 +622,7 @@ Result<std::vector<workloadapi::JwtSvidGrant>> Agent::JwtSvids(
   std::vector<workloadapi::JwtSvidGrant> out;
   for (const auto& m : matches) {
     if (!spiffe_id.empty() && m.id.str() != spiffe_id) continue;
+    if (revoked->FindIdentity(m.id.str()) != nullptr) continue;
     SIGIL_ASSIGN_OR_RETURN(auto jwt, svids_->GetJwt(m.id, audience, proto));
     out.push_back({m.id.str(), m.spec->name, std::move(jwt.token), jwt.expires_at});
   }

@@ -9,9 +9,12 @@
 // expire, the synced WorkloadIdentity set and bundle.
 //
 // Lifecycle on disk: see node_state.h. First start needs a join token; later starts use the
-// stored node key and SVID. If the node SVID expired while the agent was down or cut off, the
-// server no longer accepts it: the agent says so in its log with the command that fixes it
-// (a new join token) and keeps serving cached state meanwhile.
+// stored node key and SVID. If the node SVID expired while the agent was down, cut off or its
+// host asleep, the server no longer accepts it for mTLS: the agent rejoins with the expired
+// SVID's key (Rejoin RPC, without a client certificate; the server allows it within its
+// --node-rejoin-grace), at once and then every 30 s while the server is unreachable. If the
+// server refuses, the agent says so in its log with the command that fixes it (a new join
+// token), keeps serving cached state meanwhile, and asks again every 5 minutes.
 #pragma once
 
 #include <atomic>
@@ -34,6 +37,8 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/result.h"
+#include "core/certificate.h"
+#include "core/keys.h"
 
 namespace sigil::agent {
 
@@ -84,6 +89,11 @@ class Agent final : public workloadapi::WorkloadSource {
   void ReportEvent(sigil::agent::v1::AgentEvent event);
   // What the server synced (Services and AccessPolicies for the data plane, among others).
   const SyncedState& state() const { return state_; }
+  // Revocations as last synced (docs/agent.md, "Revocation"); the data plane checks peers
+  // against them and closes connections they cover.
+  std::shared_ptr<const core::RevocationSet> revocations() const { return state_.revocations(); }
+  // True once the server revoked this node: the agent then serves no SVID or credential.
+  bool node_revoked() const { return node_revoked_.load(); }
 
   // Credentials (docs/agent.md, "Credential grants"). A grant of `binding` for `process`:
   // from the GrantCache when one is held for an identity the process holds and the binding
@@ -122,7 +132,23 @@ class Agent final : public workloadapi::WorkloadSource {
   void SyncLoop();
   void MaintenanceLoop();
   void RenewNodeSvidIfDue();
+  // The node SVID expired: Rejoin when the retry pacing allows (maintenance thread only).
+  void RejoinIfDue(TimePoint not_after);
+  Result<core::Certificate> Rejoin();  // the new leaf
+  // After a renewal or rejoin: checks the SVID the server returned for `key`, saves both
+  // (SaveNodeCredential), installs them and rebuilds the connection. Returns the leaf.
+  Result<core::Certificate> InstallNodeSvid(const std::string& chain_der,
+                                            const core::PrivateKey& key);
+  // Makes the Sync loop retry now if it is waiting in its backoff (after a rejoin).
+  void WakeSync();
+  // After a Sync message changed the revocations: drops covered SVIDs and grants.
+  void ApplyRevocations(const core::RevocationSet& revoked);
+  void MarkNodeRevoked(const std::string& why);
+  Result<void> CheckNotRevoked() const;
   bool SleepFor(std::chrono::milliseconds d);  // false when stopping
+  // The Sync loop's backoff: like SleepFor, but also returns once WakeSync ran after `seen`
+  // (sync_wakes_) was read.
+  bool SleepForSync(std::chrono::milliseconds d, uint64_t seen);
   std::string RootsPem() const;
   Result<std::shared_ptr<const creds::CredentialGrant>> CallFetchCredential(
       const std::string& binding, const sigil::agent::v1::AttestedProcess& process);
@@ -141,6 +167,7 @@ class Agent final : public workloadapi::WorkloadSource {
   mutable std::mutex mu_;
   NodeState node_;                                  // guarded by mu_ (credential fields)
   TimePoint node_not_before_{}, node_not_after_{};  // guarded by mu_
+  TimePoint node_issued_at_{};                      // guarded by mu_ (renewal base)
   std::shared_ptr<ServerConnection> conn_;          // guarded by mu_
   grpc::ClientContext* sync_ctx_ = nullptr;         // guarded by mu_: the open Sync call
   bool synced_ = false;                             // guarded by mu_
@@ -148,8 +175,12 @@ class Agent final : public workloadapi::WorkloadSource {
   bool expiry_reported_ = false;                    // guarded by mu_
 
   std::atomic<bool> stopping_{false};
+  std::atomic<bool> node_revoked_{false};
+  // Rejoin pacing (maintenance thread only): the next attempt is not before this.
+  std::optional<std::chrono::steady_clock::time_point> next_rejoin_;
   std::mutex sleep_mu_;
   std::condition_variable sleep_cv_;
+  uint64_t sync_wakes_ = 0;  // guarded by sleep_mu_
   std::thread sync_thread_;
   std::thread maintenance_thread_;
 };

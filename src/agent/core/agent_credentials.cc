@@ -81,10 +81,16 @@ Result<creds::CredentialGrantHandle> Agent::OwnSvidGrant(const std::string& bind
 
 Result<creds::CredentialGrantHandle> Agent::FetchCredential(
     const std::string& binding, const attest::AttestedProcess& process) {
+  SIGIL_TRY(CheckNotRevoked());
   auto bindings = CredentialBindings();
   auto it = bindings->find(binding);
   if (it != bindings->end() && it->second.file &&
       it->second.file->format == creds::FileFormat::kSvidPem) {
+    // Served from the agent's own SVIDs without a server call: the revocation is checked here.
+    // (Other bindings go to the server, which refuses and audits a revoked one.)
+    if (const auto* e = state_.revocations()->FindBinding(binding)) {
+      return PermissionDenied(core::RevocationSet::Describe(*e));
+    }
     return OwnSvidGrant(binding, process);
   }
   std::vector<std::string> allowed;

@@ -10,6 +10,12 @@
 namespace sigil::agent {
 namespace {
 
+// Largest message the agent accepts from the server. A Sync snapshot carries every synced
+// resource in one message (about 220 bytes per WorkloadIdentity), so gRPC's default of 4 MiB
+// refused snapshots of ~20,000 identities and more, on every reconnect (bench/scale). The
+// server is authenticated; this bound only stops a runaway message.
+constexpr int kMaxServerMessageBytes = 512 * 1024 * 1024;
+
 // Accepts the server only as spiffe://TD/sigil/server (path validation to the roots is done by
 // grpc before this runs).
 class ServerIdVerifier final : public grpc::experimental::ExternalCertificateVerifier {
@@ -104,11 +110,17 @@ Result<std::unique_ptr<ServerConnection>> ServerConnection::Open(
   auto credentials = grpc::experimental::TlsCredentials(options);
   if (!credentials) return Internal("server connection: TLS credentials could not be built");
   grpc::ChannelArguments args;
+  // Keepalive pings every 30 s (10 s to answer), also on an idle Sync stream: after the host
+  // slept, a connection that died meanwhile fails within ~40 s and Sync resumes. gRPC sends at
+  // most 2 pings without data by default, which would end keepalive after a minute of quiet;
+  // the server allows a ping every 10 s (StartAgentApi).
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 30000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 500);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 10000);
+  args.SetMaxReceiveMessageSize(kMaxServerMessageBytes);
   auto channel = grpc::CreateCustomChannel(address, credentials, args);
   return std::unique_ptr<ServerConnection>(new ServerConnection(address, std::move(channel)));
 }

@@ -33,6 +33,8 @@ class ServerConnection {
                                                         const SecretBytes& key_pem);
 
   sigil::agent::v1::AgentService::Stub& stub() { return *stub_; }
+  // The channel itself, for a generic stub (bench/scale reads Sync messages as raw bytes).
+  const std::shared_ptr<grpc::Channel>& channel() const { return channel_; }
   const std::string& address() const { return address_; }
 
   // A context with the default deadline.

@@ -147,6 +147,34 @@ size_t SvidCache::Maintain(const std::vector<resources::WorkloadIdentitySpec>& c
   return changed;
 }
 
+size_t SvidCache::DropRevoked(const core::RevocationSet& revoked) {
+  if (revoked.empty()) return 0;
+  std::vector<std::shared_ptr<Slot>> held;
+  size_t dropped = 0;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& entry : slots_) held.push_back(entry.second);
+    for (auto it = jwts_.begin(); it != jwts_.end();) {
+      const std::string id = it->first.substr(0, it->first.find('\n'));
+      if (revoked.FindIdentity(id) != nullptr) {
+        it = jwts_.erase(it);
+        ++dropped;
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (const auto& slot : held) {
+    std::lock_guard issue(slot->issue_mu);
+    if (slot->current &&
+        revoked.FindCertificate(slot->current->serial, slot->current->id.str()) != nullptr) {
+      slot->current.reset();
+      ++dropped;
+    }
+  }
+  return dropped;
+}
+
 size_t SvidCache::size() const {
   std::lock_guard lock(mu_);
   return slots_.size();

@@ -23,6 +23,7 @@
 #include "common/clock.h"
 #include "common/result.h"
 #include "core/certificate.h"
+#include "core/revocation_set.h"
 #include "core/spiffe_id.h"
 #include "proto/agent.pb.h"
 #include "resources/workload_identity.h"
@@ -74,6 +75,11 @@ class SvidCache {
   // dropped); renewal failures are left for the next call and reported in `errors`.
   size_t Maintain(const std::vector<resources::WorkloadIdentitySpec>& current,
                   std::vector<Error>* errors);
+
+  // Forgets every SVID whose serial or SPIFFE ID `revoked` covers, and the JWT-SVIDs of revoked
+  // identities; the next Get issues afresh (the server refuses a revoked identity). Returns how
+  // many were dropped. May wait for an issuance in flight on an affected entry.
+  size_t DropRevoked(const core::RevocationSet& revoked);
 
   size_t size() const;
   // Forgets everything (revocation of the node or a CA change).

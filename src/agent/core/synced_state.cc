@@ -3,10 +3,14 @@
 #include "resources/resource.h"
 
 namespace sigil::agent {
+namespace {
+constexpr std::string_view kRevocationKind = "Revocation";
+}  // namespace
 
 SyncedState::SyncedState(core::TrustDomain trust_domain)
     : trust_domain_(std::move(trust_domain)),
-      identities_(std::make_shared<std::vector<resources::WorkloadIdentitySpec>>()) {}
+      identities_(std::make_shared<std::vector<resources::WorkloadIdentitySpec>>()),
+      revocations_(std::make_shared<core::RevocationSet>()) {}
 
 Result<void> SyncedState::Apply(const sigil::agent::v1::SyncResponse& message) {
   std::shared_ptr<const core::TrustBundle> bundle;
@@ -17,14 +21,21 @@ Result<void> SyncedState::Apply(const sigil::agent::v1::SyncResponse& message) {
   }
   {
     std::lock_guard lock(mu_);
+    bool revocations_changed = false;
     if (message.snapshot()) {
+      revocations_changed = revocations_->size() > 0;
       resources_.clear();
       has_snapshot_ = true;
     }
     for (const auto& r : message.upserts()) {
+      if (r.kind() == kRevocationKind) revocations_changed = true;
       resources_[{r.kind(), r.name()}] = {r.resource_version(), r.spec_json()};
     }
-    for (const auto& d : message.deletes()) resources_.erase({d.kind(), d.name()});
+    for (const auto& d : message.deletes()) {
+      if (d.kind() == kRevocationKind) revocations_changed = true;
+      resources_.erase({d.kind(), d.name()});
+    }
+    if (revocations_changed) RebuildRevocationsLocked();
     if (bundle) {
       bundle_ = std::move(bundle);
       bundle_jwks_ = message.trust_bundle_jwks();
@@ -59,6 +70,20 @@ void SyncedState::RebuildIdentitiesLocked() {
     if (spec.ok()) specs->push_back(std::move(spec).value());
   }
   identities_ = std::move(specs);
+}
+
+void SyncedState::RebuildRevocationsLocked() {
+  std::vector<std::pair<std::string, std::string>> items;
+  for (auto it = resources_.lower_bound({std::string(kRevocationKind), ""});
+       it != resources_.end() && it->first.first == kRevocationKind; ++it) {
+    items.emplace_back(it->first.second, it->second.second);
+  }
+  revocations_ = std::make_shared<core::RevocationSet>(core::RevocationSet::FromResources(items));
+}
+
+std::shared_ptr<const core::RevocationSet> SyncedState::revocations() const {
+  std::lock_guard lock(mu_);
+  return revocations_;
 }
 
 uint64_t SyncedState::revision() const {

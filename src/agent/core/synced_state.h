@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "common/result.h"
+#include "core/revocation_set.h"
 #include "core/spiffe_id.h"
 #include "core/trust_bundle.h"
 #include "proto/agent.pb.h"
@@ -40,6 +41,8 @@ class SyncedState {
   std::shared_ptr<const core::TrustBundle> bundle() const;  // nullptr before any bundle
   std::string bundle_jwks() const;
   Identities identities() const;
+  // The synced Revocation resources, parsed; rebuilt (a new pointer) only when one changed.
+  std::shared_ptr<const core::RevocationSet> revocations() const;
   size_t resource_count() const;
   // (name, canonical spec JSON) of every resource of `kind` (e.g. "Service"), by name.
   std::vector<std::pair<std::string, std::string>> ResourcesOfKind(const std::string& kind) const;
@@ -54,12 +57,14 @@ class SyncedState {
 
  private:
   void RebuildIdentitiesLocked();
+  void RebuildRevocationsLocked();
 
   const core::TrustDomain trust_domain_;
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;
   std::map<std::pair<std::string, std::string>, std::pair<uint64_t, std::string>> resources_;
   Identities identities_;
+  std::shared_ptr<const core::RevocationSet> revocations_;
   std::shared_ptr<const core::TrustBundle> bundle_;
   std::string bundle_jwks_;
   uint64_t revision_ = 0;

@@ -100,6 +100,14 @@ void GrantCache::DropBinding(const std::string& binding) {
   std::erase_if(entries_, [&](const auto& e) { return e.first.first == binding; });
 }
 
+size_t GrantCache::DropIf(
+    const std::function<bool(const std::string& binding, const std::string& spiffe_id)>& drop) {
+  std::lock_guard lock(mu_);
+  InvalidatedLocked();
+  return std::erase_if(entries_,
+                       [&](const auto& e) { return drop(e.first.first, e.first.second); });
+}
+
 void GrantCache::DropSource(const std::string& source) {
   std::lock_guard lock(mu_);
   InvalidatedLocked();

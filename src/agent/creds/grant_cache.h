@@ -63,6 +63,10 @@ class GrantCache {
   void OnSync(const sigil::agent::v1::SyncResponse& message);
   void DropBinding(const std::string& binding);
   void DropSource(const std::string& source);
+  // Drops every grant for which `drop(binding, spiffe_id)` is true (revocations); returns how
+  // many.
+  size_t DropIf(
+      const std::function<bool(const std::string& binding, const std::string& spiffe_id)>& drop);
   void Clear();
   // Drops expired grants; returns how many.
   size_t Sweep();

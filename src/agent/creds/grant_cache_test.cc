@@ -64,6 +64,29 @@ std::string SecretOf(const CredentialGrantHandle& h) {
   return h.WithSecret([](const SecretParts& s) { return std::string(s.secret()); });
 }
 
+TEST(GrantCache, DropIfRemovesTheRevokedBindingsAndIdentitiesOnly) {
+  FakeClock clock(kStart);
+  GrantCache cache(clock);
+  Server server{clock};
+  ASSERT_TRUE(cache.Get("ml-openai", {kId}, server.For("ml-openai")).ok());
+  ASSERT_TRUE(cache.Get("ml-aws", {kId}, server.For("ml-aws")).ok());
+  server.id = kOtherId;
+  ASSERT_TRUE(cache.Get("ml-s3", {kOtherId}, server.For("ml-s3")).ok());
+  ASSERT_EQ(cache.size(), 3u);
+  // A revoked binding, and a revoked identity: two grants go, the third stays.
+  const size_t dropped = cache.DropIf([](const std::string& binding, const std::string& id) {
+    return binding == "ml-openai" || id == kOtherId;
+  });
+  EXPECT_EQ(dropped, 2u);
+  EXPECT_EQ(cache.size(), 1u);
+  const int calls = server.calls.load();
+  server.id = kId;
+  ASSERT_TRUE(cache.Get("ml-aws", {kId}, server.For("ml-aws")).ok());
+  EXPECT_EQ(server.calls.load(), calls) << "the grant that was not revoked was fetched again";
+  ASSERT_TRUE(cache.Get("ml-openai", {kId}, server.For("ml-openai")).ok());
+  EXPECT_EQ(server.calls.load(), calls + 1) << "a revoked binding's grant was served from cache";
+}
+
 TEST(GrantCache, SecondCallIsServedFromTheCache) {
   FakeClock clock(kStart);
   GrantCache cache(clock);

@@ -105,7 +105,9 @@ Result<size_t> BodyReader::ConsumeSizeLine(std::string_view in, std::string* out
   return lf + 1;
 }
 
-Result<size_t> BodyReader::Consume(std::string_view in, std::string* out, size_t max_data) {
+Result<size_t> BodyReader::Take(std::string_view in, std::string* out, size_t max_data,
+                                bool data_only) {
+  std::string* framing_out = data_only ? nullptr : out;
   size_t used = 0;
   while (state_ != State::kDone && used < in.size()) {
     const std::string_view rest = in.substr(used);
@@ -126,7 +128,7 @@ Result<size_t> BodyReader::Consume(std::string_view in, std::string* out, size_t
         break;
       }
       case State::kSizeLine: {
-        SIGIL_ASSIGN_OR_RETURN(size_t n, ConsumeSizeLine(rest, out));
+        SIGIL_ASSIGN_OR_RETURN(size_t n, ConsumeSizeLine(rest, framing_out));
         used += n;
         break;
       }
@@ -134,7 +136,7 @@ Result<size_t> BodyReader::Consume(std::string_view in, std::string* out, size_t
       case State::kChunkLf: {
         const char want = state_ == State::kChunkCr ? '\r' : '\n';
         if (rest[0] != want) return InvalidArgument("chunk data not followed by CRLF");
-        if (out != nullptr) out->push_back(want);
+        if (framing_out != nullptr) framing_out->push_back(want);
         ++used;
         state_ = state_ == State::kChunkCr ? State::kChunkLf : State::kSizeLine;
         break;
@@ -143,7 +145,8 @@ Result<size_t> BodyReader::Consume(std::string_view in, std::string* out, size_t
         SIGIL_ASSIGN_OR_RETURN(size_t n, trailers_.Consume(rest));
         used += n;
         if (trailers_.complete()) {
-          if (out != nullptr) out->append(trailers_.raw());
+          had_trailer_fields_ = !trailers_.fields().empty();
+          if (framing_out != nullptr) framing_out->append(trailers_.raw());
           trailers_.Reset();
           state_ = State::kDone;
         }

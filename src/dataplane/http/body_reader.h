@@ -51,14 +51,24 @@ class BodyReader {
   // lines and the trailer section once each is complete. InvalidArgument for broken chunked
   // framing (an overlong chunk-size line included), ResourceExhausted for an oversized trailer
   // section.
-  Result<size_t> Consume(std::string_view in, std::string* out, size_t max_data);
+  Result<size_t> Consume(std::string_view in, std::string* out, size_t max_data) {
+    return Take(in, out, max_data, /*data_only=*/false);
+  }
+  // The same, but only the body's data bytes are appended (a chunked body decoded: no
+  // chunk-size lines, CRLFs or trailers); the framing is validated exactly as by Consume.
+  Result<size_t> ConsumeData(std::string_view in, std::string* data, size_t max_data) {
+    return Take(in, data, max_data, /*data_only=*/true);
+  }
 
   bool done() const { return state_ == State::kDone; }
+  // A chunked body's trailer section held at least one field (known once done()).
+  bool had_trailer_fields() const { return had_trailer_fields_; }
   const BodyFraming& framing() const { return framing_; }
 
  private:
   enum class State { kData, kSizeLine, kChunkData, kChunkCr, kChunkLf, kTrailers, kDone };
 
+  Result<size_t> Take(std::string_view in, std::string* out, size_t max_data, bool data_only);
   Result<size_t> ConsumeSizeLine(std::string_view in, std::string* out);
 
   const BodyFraming framing_;
@@ -67,6 +77,7 @@ class BodyReader {
   uint64_t remaining_ = 0;  // data bytes left in the body (kLength) or in the chunk
   std::string line_;        // the chunk-size line so far
   HeadReader trailers_;
+  bool had_trailer_fields_ = false;
 };
 
 }  // namespace sigil::dataplane::http

@@ -75,6 +75,39 @@ TEST(BodyReader, ChunkedPassesThroughVerbatim) {
   }
 }
 
+TEST(BodyReader, ConsumeDataDecodesChunkedAtEverySplit) {
+  const std::string body =
+      "5;ext=1\r\nhello\r\n"
+      "1A;name=\"va lue\"\r\nabcdefghijklmnopqrstuvwxyz\r\n"
+      "0;last\r\nX-Checksum: abc\r\n\r\n";
+  const std::string in = body + "GET / HTTP/1.1\r\n";
+  for (size_t step = 1; step <= in.size(); ++step) {
+    BodyReader reader({BodyKind::kChunked, 0}, {});
+    std::string data;
+    size_t consumed = 0;
+    while (consumed < in.size() && !reader.done()) {
+      auto n = reader.ConsumeData(in.substr(consumed, step), &data, kNoLimit);
+      ASSERT_TRUE(n.ok()) << step << ": " << n.error().message();
+      consumed += *n;
+    }
+    EXPECT_TRUE(reader.done()) << step;
+    EXPECT_EQ(consumed, body.size()) << step;
+    EXPECT_EQ(data, "helloabcdefghijklmnopqrstuvwxyz") << step;
+    EXPECT_TRUE(reader.had_trailer_fields()) << step;
+  }
+  // Content-Length: the data as is; max_data bounds each call.
+  BodyReader reader({BodyKind::kLength, 10}, {});
+  std::string data;
+  EXPECT_EQ(*reader.ConsumeData("0123456789rest", &data, 4), 4u);
+  EXPECT_EQ(*reader.ConsumeData("456789rest", &data, 100), 6u);
+  EXPECT_TRUE(reader.done());
+  EXPECT_FALSE(reader.had_trailer_fields());
+  EXPECT_EQ(data, "0123456789");
+  // Framing errors are the same as for Consume.
+  BodyReader bad({BodyKind::kChunked, 0}, {});
+  EXPECT_FALSE(bad.ConsumeData("5\r\nhelloX", &data, kNoLimit).ok());
+}
+
 TEST(BodyReader, ChunkedWithoutTrailers) {
   ReadResult run = Read({BodyKind::kChunked, 0}, "0\r\n\r\n", 1);
   EXPECT_TRUE(run.done);

@@ -51,6 +51,27 @@ size_t RequestStreamRewriter::Feed(std::string_view in) {
       }
       case State::kHttp: {
         if (Room() == 0) return used;
+        if (in_body_ && buffering_) {
+          // One byte past the limit is how a chunked body that is too large shows itself.
+          const size_t room = limits_.max_buffered_body - body_buf_.size() + 1;
+          auto n = body_->ConsumeData(rest, &body_buf_, room);
+          if (!n.ok()) {
+            Reject(StatusForError(n.error()), n.error().message());
+            return used;
+          }
+          used += *n;
+          if (body_buf_.size() > limits_.max_buffered_body) {
+            Reject(413, "request body larger than " + std::to_string(limits_.max_buffered_body) +
+                            " bytes, the most the agent buffers");
+            return used;
+          }
+          if (body_->done()) {
+            OnBufferedBody();
+          } else if (*n == 0) {
+            return used;
+          }
+          break;
+        }
         if (in_body_) {
           auto n = body_->Consume(rest, &out_, Room());
           if (!n.ok()) {
@@ -99,6 +120,26 @@ void RequestStreamRewriter::OnHeadComplete() {
   if (!edited.ok()) return Reject(500, "request head invalid after rewriting");
   if (!(edited->body == info->body)) return Reject(500, "rewriting changed the body framing");
 
+  if (verdict.action == HeadVerdict::Action::kBufferBody) {
+    if (!on_body_) return Reject(500, "no body callback for a buffered request");
+    if (edited->body.kind == BodyKind::kLength && edited->body.length > limits_.max_buffered_body) {
+      return Reject(413, "request body of " + std::to_string(edited->body.length) +
+                             " bytes is larger than " + std::to_string(limits_.max_buffered_body) +
+                             " bytes, the most the agent buffers");
+    }
+    held_head_ = std::move(head);
+    held_info_ = *edited;
+    current_ = *edited;
+    buffering_ = true;
+    continue_wanted_ = edited->expect_continue && edited->body.kind != BodyKind::kNone &&
+                       !(edited->body.kind == BodyKind::kLength && edited->body.length == 0);
+    body_buf_.clear();
+    body_.emplace(current_.body, limits_.chunks);
+    in_body_ = true;
+    if (body_->done()) OnBufferedBody();
+    return;
+  }
+
   out_.append(head.Serialize());
   ++requests_forwarded_;
   if (on_forwarded_) on_forwarded_(head, *edited);
@@ -107,6 +148,50 @@ void RequestStreamRewriter::OnHeadComplete() {
   body_.emplace(current_.body, limits_.chunks);
   in_body_ = true;
   if (body_->done()) EndRequest();
+}
+
+void RequestStreamRewriter::OnBufferedBody() {
+  const bool trailers = body_->had_trailer_fields();
+  buffering_ = false;
+  continue_wanted_ = false;
+  in_body_ = false;  // nothing of this request was forwarded: a rejection taints nothing
+  RequestHead head = std::move(held_head_);
+  held_head_ = RequestHead();
+  auto release = [this] { std::string().swap(body_buf_); };
+  if (trailers) {
+    release();
+    return Reject(501, "trailer fields in a request whose body the agent buffers");
+  }
+  // The body goes out whole: re-framed with Content-Length, and nothing left to wait for.
+  if (held_info_.body.kind == BodyKind::kChunked) {
+    head.Remove("transfer-encoding");
+    head.Add("Content-Length", std::to_string(body_buf_.size()));
+  }
+  if (held_info_.expect_continue) head.Remove("expect");
+  auto info = AnalyzeRequest(head, HeadLimits{limits_.head.max_bytes, SIZE_MAX});
+  if (!info.ok()) {
+    release();
+    return Reject(500, "request head invalid after buffering the body");
+  }
+  HeadVerdict verdict = on_body_(head, *info, body_buf_);
+  if (verdict.action == HeadVerdict::Action::kReject) {
+    release();
+    return Reject(verdict.status, std::move(verdict.reason));
+  }
+  auto edited = AnalyzeRequest(head, HeadLimits{limits_.head.max_bytes, SIZE_MAX});
+  if (verdict.action == HeadVerdict::Action::kBufferBody || !edited.ok() ||
+      !(edited->body == info->body)) {
+    release();
+    return Reject(500, "request head invalid after rewriting");
+  }
+  out_.append(head.Serialize());
+  out_.append(body_buf_);
+  release();
+  ++requests_forwarded_;
+  if (on_forwarded_) on_forwarded_(head, *edited);
+  current_ = *edited;
+  opaque_after_ = verdict.action == HeadVerdict::Action::kOpaque;
+  EndRequest();
 }
 
 void RequestStreamRewriter::EndRequest() {
@@ -134,7 +219,10 @@ void RequestStreamRewriter::Resume(bool switched) {
 void RequestStreamRewriter::Reject(int status, std::string reason) {
   if (status < 400 || status > 599) status = 500;
   state_ = State::kRejected;
-  tainted_ = in_body_;
+  tainted_ = in_body_ && !buffering_;  // a buffered request has sent nothing yet
+  buffering_ = false;
+  continue_wanted_ = false;
+  std::string().swap(body_buf_);
   error_status_ = status;
   error_reason_ = std::move(reason);
   error_response_ = BuildErrorResponse(status, error_reason_);

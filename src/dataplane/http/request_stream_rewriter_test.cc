@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <random>
 
 namespace sigil::dataplane::http {
@@ -47,7 +48,8 @@ HeadVerdict Inject(RequestHead& head, const RequestInfo&) {
 // Feeds `in` cut at `cuts` (ascending offsets), draining all output after each Feed and
 // offering what was not taken again, like a relay would.
 Outcome RunCuts(std::string_view in, const std::vector<size_t>& cuts,
-                RequestStreamRewriter::HeadCallback cb = Inject, RewriterLimits limits = {}) {
+                RequestStreamRewriter::HeadCallback cb = Inject, RewriterLimits limits = {},
+                RequestStreamRewriter::BodyCallback body_cb = nullptr) {
   Outcome o;
   RequestStreamRewriter rw(
       [&](RequestHead& head, const RequestInfo& info) {
@@ -56,6 +58,7 @@ Outcome RunCuts(std::string_view in, const std::vector<size_t>& cuts,
         return cb(head, info);
       },
       limits);
+  if (body_cb) rw.set_on_body(body_cb);
   std::string carry;
   size_t pos = 0;
   auto feed = [&](std::string_view piece) {
@@ -85,21 +88,23 @@ Outcome RunCuts(std::string_view in, const std::vector<size_t>& cuts,
 }
 
 Outcome RunWhole(std::string_view in, RequestStreamRewriter::HeadCallback cb = Inject,
-                 RewriterLimits limits = {}) {
-  return RunCuts(in, {}, std::move(cb), limits);
+                 RewriterLimits limits = {},
+                 RequestStreamRewriter::BodyCallback body_cb = nullptr) {
+  return RunCuts(in, {}, std::move(cb), limits, std::move(body_cb));
 }
 
 // Runs `in` whole, split at every single boundary, byte by byte, and in 50 random splits, and
 // checks every run matches the whole one. Returns the whole run.
 Outcome RunAllSplits(std::string_view in, RequestStreamRewriter::HeadCallback cb = Inject,
-                     RewriterLimits limits = {}) {
-  const Outcome whole = RunWhole(in, cb, limits);
+                     RewriterLimits limits = {},
+                     RequestStreamRewriter::BodyCallback body_cb = nullptr) {
+  const Outcome whole = RunWhole(in, cb, limits, body_cb);
   for (size_t i = 1; i < in.size(); ++i) {
-    EXPECT_EQ(RunCuts(in, {i}, cb, limits), whole) << "split at " << i;
+    EXPECT_EQ(RunCuts(in, {i}, cb, limits, body_cb), whole) << "split at " << i;
   }
   std::vector<size_t> every;
   for (size_t i = 1; i < in.size(); ++i) every.push_back(i);
-  EXPECT_EQ(RunCuts(in, every, cb, limits), whole) << "byte by byte";
+  EXPECT_EQ(RunCuts(in, every, cb, limits, body_cb), whole) << "byte by byte";
   std::mt19937 rng(7);
   for (int round = 0; round < 50; ++round) {
     std::vector<size_t> cuts;
@@ -109,7 +114,7 @@ Outcome RunAllSplits(std::string_view in, RequestStreamRewriter::HeadCallback cb
       if (at >= in.size()) break;
       cuts.push_back(at);
     }
-    EXPECT_EQ(RunCuts(in, cuts, cb, limits), whole) << "random round " << round;
+    EXPECT_EQ(RunCuts(in, cuts, cb, limits, body_cb), whole) << "random round " << round;
   }
   return whole;
 }
@@ -467,6 +472,161 @@ TEST(Rewriter, AbsoluteFormAndOptionsPassThrough) {
   EXPECT_EQ(o.forwarded, 2u);
   EXPECT_EQ(o.infos[0].form, TargetForm::kAbsolute);
   EXPECT_EQ(o.infos[1].form, TargetForm::kAsterisk);
+}
+
+// Buffered bodies: targets starting with /sign are held until their body is in; the body
+// callback then adds a field naming what it saw (a stand-in for a SigV4 payload hash).
+HeadVerdict BufferSigned(RequestHead& head, const RequestInfo& info) {
+  if (head.target.starts_with("/sign")) return HeadVerdict::BufferBody();
+  return Inject(head, info);
+}
+HeadVerdict SignBody(RequestHead& head, const RequestInfo& info, std::string_view body) {
+  if (head.target.starts_with("/sign-refuse")) return HeadVerdict::Reject(403, "refused");
+  if (head.target.starts_with("/sign-reframe")) {
+    head.Remove("content-length");
+    head.Add("Transfer-Encoding", "chunked");
+    return HeadVerdict::Forward();
+  }
+  const bool length = info.body.kind == BodyKind::kLength;
+  head.Add("X-Signed", std::to_string(body.size()) + ":" + std::string(body) +
+                           (length ? ":cl" + std::to_string(info.body.length) : ":none"));
+  return HeadVerdict::Forward();
+}
+
+TEST(RewriterBuffer, BodiesAreHeldSignedAndReframedAtEverySplit) {
+  const std::string in =
+      "GET /sign-get HTTP/1.1\r\nHost: h\r\n\r\n"
+      "POST /sign-len HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello"
+      "POST /sign-chunked HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n"
+      "X-After: 1\r\n\r\n3;e=1\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+      "POST /sign-empty HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" +
+      kFirst;
+  Outcome o = RunAllSplits(in, BufferSigned, {}, SignBody);
+  EXPECT_EQ(o.state, State::kHttp);
+  EXPECT_EQ(o.forwarded, 5u);
+  EXPECT_EQ(o.output,
+            "GET /sign-get HTTP/1.1\r\nHost: h\r\nX-Signed: 0::none\r\n\r\n"
+            "POST /sign-len HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n"
+            "X-Signed: 5:hello:cl5\r\n\r\nhello"
+            "POST /sign-chunked HTTP/1.1\r\nHost: h\r\nX-After: 1\r\nContent-Length: 5\r\n"
+            "X-Signed: 5:abcde:cl5\r\n\r\nabcde"
+            "POST /sign-empty HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n"
+            "X-Signed: 0::cl0\r\n\r\n" +
+                kFirstOut);
+}
+
+TEST(RewriterBuffer, LimitIsExactAndNothingOfALargerBodyIsForwarded) {
+  RewriterLimits limits;
+  limits.max_buffered_body = 64;
+  const std::string exact(64, 'x'), over(65, 'y');
+  auto length = [](const std::string& body) {
+    return "POST /sign HTTP/1.1\r\nHost: h\r\nContent-Length: " + std::to_string(body.size()) +
+           "\r\n\r\n" + body;
+  };
+  auto chunked = [](const std::string& body) {
+    std::string out = "POST /sign HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+    for (size_t at = 0; at < body.size(); at += 10) {
+      const std::string piece = body.substr(at, 10);
+      char size[8];
+      std::snprintf(size, sizeof size, "%zx", piece.size());
+      out += std::string(size) + "\r\n" + piece + "\r\n";
+    }
+    return out + "0\r\n\r\n";
+  };
+  // At the limit: forwarded (chunked re-framed with Content-Length).
+  Outcome o = RunAllSplits(length(exact) + chunked(exact), BufferSigned, limits, SignBody);
+  EXPECT_EQ(o.forwarded, 2u);
+  EXPECT_EQ(o.state, State::kHttp);
+  EXPECT_NE(o.output.find("X-Signed: 64:" + exact), std::string::npos);
+  EXPECT_EQ(o.output.find("Transfer-Encoding"), std::string::npos);
+  // One past it, announced by Content-Length: refused at the head; what came before stays.
+  o = RunAllSplits(kFirst + length(over) + kFirst, BufferSigned, limits, SignBody);
+  EXPECT_EQ(o.state, State::kRejected);
+  EXPECT_EQ(o.error_status, 413);
+  EXPECT_EQ(o.output, kFirstOut);
+  EXPECT_FALSE(o.tainted);
+  EXPECT_NE(o.error_response.find("65 bytes is larger than 64 bytes"), std::string::npos);
+  // One past it in a chunked body: refused when the data passes the limit, nothing forwarded.
+  o = RunAllSplits(kFirst + chunked(over), BufferSigned, limits, SignBody);
+  EXPECT_EQ(o.state, State::kRejected);
+  EXPECT_EQ(o.error_status, 413);
+  EXPECT_EQ(o.output, kFirstOut);
+  EXPECT_FALSE(o.tainted);
+}
+
+TEST(RewriterBuffer, MemoryStaysBoundedWhileBuffering) {
+  RewriterLimits limits;
+  limits.max_buffered_body = 1000;
+  limits.max_output = 256;
+  RequestStreamRewriter rw(BufferSigned, limits);
+  rw.set_on_body(SignBody);
+  std::string in = "POST /sign HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
+  for (int i = 0; i < 10000; ++i) in += "a\r\n0123456789\r\n";
+  size_t taken = 0;
+  for (int guard = 0; guard < 100000 && rw.state() == State::kHttp; ++guard) {
+    const size_t n = rw.Feed(std::string_view(in).substr(taken, 7));
+    taken += n;
+    EXPECT_LE(rw.buffered_bytes(), 1000u);
+    EXPECT_TRUE(rw.output().empty());
+    if (n == 0) break;
+  }
+  EXPECT_EQ(rw.state(), State::kRejected);
+  EXPECT_EQ(rw.error_status(), 413);
+  EXPECT_EQ(rw.buffered_bytes(), 0u);  // released
+  EXPECT_LT(taken, 1700u);             // the head, ~100 chunks of 10 bytes, and no more
+}
+
+TEST(RewriterBuffer, ExpectContinueIsAnsweredByTheCallerAndRemoved) {
+  RequestStreamRewriter rw(BufferSigned);
+  rw.set_on_body(SignBody);
+  const std::string head =
+      "PUT /sign HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n";
+  EXPECT_EQ(rw.Feed(head), head.size());
+  EXPECT_TRUE(rw.output().empty());  // held: the body is needed first
+  EXPECT_TRUE(rw.continue_wanted());
+  rw.ContinueSent();
+  EXPECT_FALSE(rw.continue_wanted());
+  EXPECT_EQ(rw.Feed("12345"), 5u);
+  EXPECT_EQ(rw.output(),
+            "PUT /sign HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nX-Signed: 5:12345:cl5\r\n"
+            "\r\n12345");
+  // Without a body there is nothing to wait for.
+  RequestStreamRewriter rw2(BufferSigned);
+  rw2.set_on_body(SignBody);
+  rw2.Feed("GET /sign HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\n\r\n");
+  EXPECT_FALSE(rw2.continue_wanted());
+  EXPECT_EQ(rw2.requests_forwarded(), 1u);
+}
+
+TEST(RewriterBuffer, RefusalsAndBadEdits) {
+  // The body callback refuses: nothing of the request, earlier requests intact.
+  Outcome o =
+      RunAllSplits(kFirst + "POST /sign-refuse HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+                   BufferSigned, {}, SignBody);
+  EXPECT_EQ(o.error_status, 403);
+  EXPECT_EQ(o.output, kFirstOut);
+  EXPECT_FALSE(o.tainted);
+  // A changed framing after buffering is refused.
+  o = RunWhole("POST /sign-reframe HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc",
+               BufferSigned, {}, SignBody);
+  EXPECT_EQ(o.error_status, 500);
+  EXPECT_TRUE(o.output.empty());
+  // Trailer fields cannot survive re-framing: refused rather than dropped.
+  o = RunAllSplits(
+      "POST /sign HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "1\r\na\r\n0\r\nX-Trailer: t\r\n\r\n",
+      BufferSigned, {}, SignBody);
+  EXPECT_EQ(o.error_status, 501);
+  EXPECT_TRUE(o.output.empty());
+  // A broken chunk inside a buffered body: 400, and the upstream saw nothing of it.
+  o = RunAllSplits("POST /sign HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcX",
+                   BufferSigned, {}, SignBody);
+  EXPECT_EQ(o.error_status, 400);
+  EXPECT_FALSE(o.tainted);
+  EXPECT_TRUE(o.output.empty());
+  // BufferBody without a body callback is a caller bug: 500, nothing forwarded.
+  o = RunWhole("GET /sign HTTP/1.1\r\nHost: h\r\n\r\n", BufferSigned);
+  EXPECT_EQ(o.error_status, 500);
 }
 
 }  // namespace

@@ -4,7 +4,8 @@
 // stdin: a JSON array of cases
 //   {"method", "path", "query", "headers": [[name, value], ...], "body_hex": "..." | null,
 //    "access_key", "secret", "token" (may be ""), "region", "service", "time": unix seconds,
-//    "uri_mode": "s3" | "normalize" (default: by service)}
+//    "uri_mode": "s3" | "normalize" (default: by service),
+//    "content_sha256": bool (X-Amz-Content-SHA256 for a signed payload too; default false)}
 // stdout: a JSON array, one object per case:
 //   {"headers": [[name, value], ...], "signed_headers", "canonical_request", "string_to_sign"}
 //   or {"error": "..."}.
@@ -35,6 +36,7 @@ json SignCase(const json& c) {
   params.uri_mode = mode.empty()   ? DefaultUriMode(params.service)
                     : mode == "s3" ? UriMode::kS3
                                    : UriMode::kNormalizeAndEncode;
+  params.content_sha256_header = c.value("content_sha256", false);
   const std::string method = c.at("method").get<std::string>();
   const std::string path = c.at("path").get<std::string>();
   const std::string query = c.value("query", std::string());

@@ -88,10 +88,31 @@ Result<CompiledService> CompileService(const std::string& name, const std::strin
       s.tls.port = static_cast<uint16_t>(*tls_port);
     }
   }
+  if (auto inject = spec.find("inject"); inject != spec.end() && inject->is_object()) {
+    SIGIL_ASSIGN_OR_RETURN(auto terminate, Optional<bool>(*inject, "terminateTls"));
+    s.terminate_tls = terminate.value_or(false) && s.mode == ServiceMode::kInject;
+  }
   return s;
 }
 
 }  // namespace
+
+std::vector<std::string> TlsServerNames(const CompiledService& service) {
+  std::vector<std::string> out;
+  auto add = [&out](std::string name) {
+    for (char& c : name) {
+      if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    }
+    out.push_back(std::move(name));
+  };
+  for (const auto& a : service.addresses) {
+    if (a.type == resources::ServiceAddress::Type::kDnsName) add(a.host);
+  }
+  if (!service.tls.sni.empty()) add(service.tls.sni);
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
 
 std::string_view ServiceModeName(ServiceMode mode) {
   switch (mode) {

@@ -44,7 +44,14 @@ struct CompiledService {
   uint16_t inbound_port = kDefaultInboundPort;
   PeerForwarding forwarding = PeerForwarding::kNone;
   UpstreamTls tls;  // simple, inject
+  // inject with spec.inject.terminateTls: the workload speaks HTTPS and the agent terminates
+  // it with a node-local CA (docs/injection.md, "TLS interception").
+  bool terminate_tls = false;
 };
+
+// The server names a workload may ask for (SNI) when the agent terminates TLS for `service`:
+// its DNS-name addresses ("*.domain" patterns included) and tls.sni, lowercased, sorted, unique.
+std::vector<std::string> TlsServerNames(const CompiledService& service);
 
 struct AccessDecision {
   bool allowed = false;

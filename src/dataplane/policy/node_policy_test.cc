@@ -128,6 +128,36 @@ TEST(NodePolicy, InboundMatchIgnoresOutboundOnlyModes) {
   EXPECT_EQ(p->MatchInbound(Dst("192.0.2.10:80")), nullptr);
 }
 
+TEST(NodePolicy, InjectTlsTermination) {
+  auto c = FromYaml(R"(
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {name: openai}
+spec:
+  mode: inject
+  addresses: ["192.0.2.20:443", "api.openai.example:443", "*.files.example:443"]
+  tls: {sni: api.openai.example}
+  inject: {terminateTls: true}
+---
+apiVersion: sigil.dev/v1alpha1
+kind: Service
+metadata: {name: plain}
+spec:
+  mode: inject
+  addresses: ["192.0.2.21:80", "plain.example:80"]
+)");
+  auto p = NodePolicy::Build(c.services, c.policies, {});
+  ASSERT_TRUE(p->errors().empty()) << p->errors().front();
+  const CompiledService* s = p->Match(Dst("192.0.2.20:443"));
+  ASSERT_NE(s, nullptr);
+  EXPECT_TRUE(s->terminate_tls);
+  EXPECT_EQ(TlsServerNames(*s),
+            (std::vector<std::string>{"*.files.example", "api.openai.example"}));
+  const CompiledService* plain = p->Match(Dst("192.0.2.21:80"));
+  ASSERT_NE(plain, nullptr);
+  EXPECT_FALSE(plain->terminate_tls);
+}
+
 TEST(NodePolicy, AuthorizeDenyWinsThenAllowThenDefaultDeny) {
   auto c = FromYaml(kYaml);
   auto p = NodePolicy::Build(c.services, c.policies, {});

@@ -160,11 +160,17 @@ void Proxy::Impl::RefreshInboundCertificates() {
 
 void Proxy::Impl::RefresherLoop() {
   for (;;) {
+    bool revoked = false;
     {
       std::unique_lock lock(refresher_mu);
-      refresher_cv.wait_for(lock, options.inbound_refresh, [this] { return stopping; });
+      refresher_cv.wait_for(lock, options.inbound_refresh,
+                            [this] { return stopping || revocations_pending; });
       if (stopping) return;
+      revoked = std::exchange(revocations_pending, false);
     }
+    // Revocations first: established connections close before certificates are re-read (an
+    // SVID reissued for a revoked serial may need a server call).
+    if (revoked) CloseRevoked();
     RefreshInboundCertificates();
   }
 }
@@ -180,6 +186,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
   SSL_set_accept_state(ssl.get());
   auto check = std::make_shared<PeerCheck>();
   check->bundles = host.Bundles();
+  check->revoked = host.Revocations();
   AttachPeerCheck(ssl.get(), check);
   AsyncTlsHandshake(
       loop, std::move(fd), std::move(ssl), options.handshake_timeout,
@@ -191,6 +198,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
           log.Warn("dataplane.inbound.handshake_failed", {{"peer", c->remote.str()},
                                                           {"error", peer.error().message()},
                                                           {"peer_check", check->failure}});
+          if (check->peer_revoked) AuditRevokedPeer("inbound", c->remote.str(), *check);
           if (ep.ok()) (*ep)->Abort();
           return;
         }
@@ -198,6 +206,7 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
         c->client = std::move(*ep);
         c->source_id = peer->str();
         c->peer_cert_sha256 = LeafSha256Hex(c->client->ssl());
+        c->certs = CaptureCertificates(c->client->ssl());
         if (const char* sni = SSL_get_servername(c->client->ssl(), TLSEXT_NAMETYPE_host_name)) {
           c->sni_port = PortFromSni(sni);
         }
@@ -258,10 +267,10 @@ void Proxy::Impl::HandleInbound(EventLoop& loop, OwnedFd fd) {
                                                                   {"identity", c->source_id},
                                                                   {"service", name},
                                                                   {"dst", dst.str()}});
-                          StartTrackedRelay(loop, std::move(c->client),
-                                            Endpoint::Plain(std::move(*app_fd)),
-                                            prefix + c->leftover, "",
-                                            "inbound " + c->source_id + " -> " + dst.str());
+                          StartTrackedRelay(
+                              loop, std::move(c->client), Endpoint::Plain(std::move(*app_fd)),
+                              prefix + c->leftover, "",
+                              "inbound " + c->source_id + " -> " + dst.str(), c->certs);
                         });
                   });
             });

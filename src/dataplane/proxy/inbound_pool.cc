@@ -69,7 +69,9 @@ void Proxy::Impl::StartInboundMux(EventLoop& loop, std::shared_ptr<Inbound> c,
                  });
   };
   hooks.on_stream_end = [this](const mux::StreamEnd&) { counters.active_relays--; };
-  hooks.on_closed = [this, c](const std::string& why) {
+  const uint64_t tracked = TrackConn(c->certs, "inbound pooled " + c->source_id);
+  hooks.on_closed = [this, c, tracked](const std::string& why) {
+    UntrackConn(tracked);
     nlohmann::json f = c->Fields();
     f["reason"] = why;
     log.Info("dataplane.inbound.pooled_closed", f);
@@ -80,7 +82,13 @@ void Proxy::Impl::StartInboundMux(EventLoop& loop, std::shared_ptr<Inbound> c,
   mo.stream_idle_timeout = options.idle_timeout;
   // The client closes idle connections; the server only ends ones the client forgot.
   mo.idle_close = options.pool_idle * 4;
-  *self = mux::MuxConnection::Start(loop, std::move(c->client), mo, std::move(hooks));
+  auto mux_conn = mux::MuxConnection::Start(loop, std::move(c->client), mo, std::move(hooks));
+  *self = mux_conn;
+  SetConnCloser(tracked, [&loop, weak = std::weak_ptr<mux::MuxConnection>(mux_conn)] {
+    loop.Post([weak] {
+      if (auto m = weak.lock()) m->Close("certificate revoked");
+    });
+  });
 }
 
 }  // namespace sigil::dataplane

@@ -12,6 +12,10 @@ namespace {
 constexpr uint32_t kEvents = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET;
 constexpr size_t kChunk = 16 * 1024;
 constexpr size_t kMaxBuffered = 64 * 1024;
+// After a refusal: how long, and how many bytes, the workload's remaining input is discarded.
+constexpr std::chrono::milliseconds kLinger{2000};
+constexpr size_t kMaxLingerBytes = size_t{8} << 20;
+constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 using SteadyClock = std::chrono::steady_clock;
 
 class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
@@ -27,6 +31,7 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     rewriter_.set_on_forwarded([this](const http::RequestHead& head, const http::RequestInfo&) {
       if (framer_ok_ && !framer_.ExpectResponse(head.method).ok()) framer_ok_ = false;
     });
+    if (hooks_.on_body) rewriter_.set_on_body(hooks_.on_body);
   }
 
   void Start() {
@@ -40,6 +45,11 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     });
     if (!ok_w.ok() || !ok_u.ok()) return Finish("cannot watch the sockets", true);
     ArmTimer();
+    // A TLS workload endpoint may hold decrypted bytes already (read with the handshake's last
+    // flight) that no socket edge will announce.
+    loop_.Post([weak = weak_from_this()] {
+      if (auto s = weak.lock(); s && !s->done_) s->Pump();
+    });
   }
 
  private:
@@ -128,15 +138,21 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
                         rewriter_.state() == State::kClosed;
     while (taking && !refreshing_ && rewriter_.output().size() < kMaxBuffered) {
       if (w_in_.empty()) {
-        if (w_eof_ || !w_readable_) break;
+        if (w_eof_ || !(w_read_needs_write_ ? w_writable_ : w_readable_)) break;
         auto tail = w_in_.Tail(kChunk);
         IoResult r = w_->Read(tail.first(kChunk));
+        w_read_needs_write_ = false;
         if (r.status == IoStatus::kOk) {
           w_in_.Commit(r.bytes);
           progress = true;
         } else if (r.status == IoStatus::kWantRead || r.status == IoStatus::kWantWrite) {
           if (w_in_.empty()) w_in_.Release();
-          w_readable_ = false;
+          if (r.status == IoStatus::kWantWrite) {  // TLS: a read that must write first
+            w_writable_ = false;
+            w_read_needs_write_ = true;
+          } else {
+            w_readable_ = false;
+          }
           break;
         } else if (r.status == IoStatus::kEof) {
           if (w_in_.empty()) w_in_.Release();
@@ -167,7 +183,18 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
       if (taken > 0) progress = true;
       if (taken == 0) break;
     }
+    MaybeContinue(progress);
     return progress;
+  }
+
+  // A held request whose client waits for 100 Continue: answer it once the upstream has
+  // answered everything forwarded before (an interim response must not land inside another).
+  void MaybeContinue(bool& progress) {
+    if (!rewriter_.continue_wanted() || !framer_ok_ || framer_switched_) return;
+    if (framer_.completed() < rewriter_.requests_forwarded()) return;
+    to_w_.Append(kContinue);
+    rewriter_.ContinueSent();
+    progress = true;
   }
 
   bool UpstreamToWorkload() {
@@ -209,16 +236,22 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
 
   // Writes the queued upstream bytes to the workload; false when the relay ended.
   bool FlushToWorkload(bool& progress) {
-    while (!to_w_.empty() && w_writable_) {
+    while (!to_w_.empty() && (w_write_needs_read_ ? w_readable_ : w_writable_)) {
       auto out = to_w_.readable();
       IoResult r = w_->Write(out);
+      w_write_needs_read_ = false;
       if (r.status == IoStatus::kOk) {
         to_w_.Consume(r.bytes);
         progress = true;
         continue;
       }
-      if (r.status == IoStatus::kWantWrite || r.status == IoStatus::kWantRead) {
+      if (r.status == IoStatus::kWantWrite) {
         w_writable_ = false;
+        break;
+      }
+      if (r.status == IoStatus::kWantRead) {  // TLS: a write that must read first
+        w_readable_ = false;
+        w_write_needs_read_ = true;
         break;
       }
       Finish("workload write: " + r.error, true);
@@ -248,8 +281,11 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
   void MaybeClose() {
     if (done_) return;
     if (rewriter_.state() == State::kRejected) {
-      // The error response is the last thing the workload gets.
-      if (error_sent_ && to_w_.empty()) Finish("", false);
+      // The error response is the last thing the workload gets; then our direction ends and
+      // what the workload still sends is discarded for a while (lingering close): closing a
+      // socket with unread input resets the connection, which can destroy the response
+      // before the workload read it.
+      if (error_sent_ && to_w_.empty()) Linger();
       return;
     }
     // The workload finished sending: end the upstream's direction after the pending bytes.
@@ -259,10 +295,36 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     }
     // The upstream finished: end the workload's direction after the pending bytes.
     if (u_eof_ && to_w_.empty() && !w_shut_) {
-      ::shutdown(w_->fd(), SHUT_WR);
-      w_shut_ = true;
+      IoResult r = w_->ShutdownWrite();  // TLS: close_notify first
+      if (r.status != IoStatus::kWantWrite && r.status != IoStatus::kWantRead) w_shut_ = true;
     }
     if (u_shut_ && w_shut_) Finish("", false);
+  }
+
+  void Linger() {
+    if (!w_shut_) {
+      IoResult r = w_->ShutdownWrite();
+      if (r.status == IoStatus::kWantWrite || r.status == IoStatus::kWantRead) return;
+      w_shut_ = true;
+      linger_timer_ = loop_.AddTimer(kLinger, [weak = weak_from_this()] {
+        auto s = weak.lock();
+        if (!s || s->done_) return;
+        s->linger_timer_ = 0;
+        s->Finish("", false);
+      });
+    }
+    char scratch[kChunk];
+    while (!w_eof_ && w_readable_ && lingered_ < kMaxLingerBytes) {
+      IoResult r = w_->Read(std::span<char>(scratch, sizeof scratch));
+      if (r.status == IoStatus::kOk) {
+        lingered_ += r.bytes;
+      } else if (r.status == IoStatus::kWantRead || r.status == IoStatus::kWantWrite) {
+        w_readable_ = false;
+      } else {
+        w_eof_ = true;  // EOF, reset or error: nothing more to wait for
+      }
+    }
+    if (w_eof_ || lingered_ >= kMaxLingerBytes) Finish("", false);
   }
 
   void Finish(const std::string& error, bool reset) {
@@ -280,6 +342,7 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     w_in_.Release();
     to_w_.Release();
     if (timer_ != 0) loop_.CancelTimer(timer_);
+    if (linger_timer_ != 0) loop_.CancelTimer(linger_timer_);
     if (stop_hook_ != 0) loop_.RemoveStopHook(stop_hook_);
     if (hooks_.on_end) hooks_.on_end(error);
     loop_.Post([keep = std::move(self_)] {});
@@ -295,10 +358,12 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
   mux::ByteQueue w_in_, to_w_;
   bool w_readable_ = true, w_writable_ = true, u_readable_ = true, u_writable_ = true;
   bool u_read_needs_write_ = false, u_write_needs_read_ = false;
+  bool w_read_needs_write_ = false, w_write_needs_read_ = false;
   bool w_eof_ = false, u_eof_ = false, w_shut_ = false, u_shut_ = false;
   bool refreshing_ = false, refused_reported_ = false, error_sent_ = false, done_ = false;
   SteadyClock::time_point last_activity_;
-  EventLoop::TimerId timer_ = 0;
+  EventLoop::TimerId timer_ = 0, linger_timer_ = 0;
+  size_t lingered_ = 0;
   EventLoop::HookId stop_hook_ = 0;
   std::shared_ptr<InjectRelay> self_;
 };

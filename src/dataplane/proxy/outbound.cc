@@ -264,6 +264,7 @@ void Proxy::Impl::ContinueOutbound(EventLoop& loop, OwnedFd fd, Result<OriginalC
     std::shared_ptr<SSL_CTX> client = *ctx;
     auto check = std::make_shared<PeerCheck>();
     check->bundles = host.Bundles();
+    check->revoked = host.Revocations();
     check->expect = c->service->identity;
     Destination agent_addr = c->dst;
     agent_addr.port = c->service->inbound_port;
@@ -306,13 +307,18 @@ void Proxy::Impl::ContinueOutbound(EventLoop& loop, OwnedFd fd, Result<OriginalC
                     log.Warn("dataplane.outbound.handshake_failed",
                              With(c->Fields(), {{"error", verified.error().message()},
                                                 {"peer_check", check->failure}}));
+                    if (check->peer_revoked) {
+                      AuditRevokedPeer("outbound", c->dst.str(), *check);
+                    }
                     return AbortSocket(std::move(c->workload));
                   }
                   if (SSL_session_reused((*ep)->ssl()) == 1) counters.outbound_resumed++;
+                  auto certs =
+                      std::make_shared<ConnCertificates>(CaptureCertificates((*ep)->ssl()));
                   c->upstream = std::move(*ep);
                   AsyncWriteAll(
                       loop, *c->upstream, EncodeConnect(c->dst), options.handshake_timeout,
-                      [this, &loop, c](Result<void> w) {
+                      [this, &loop, c, certs](Result<void> w) {
                         if (!w.ok()) {
                           counters.outbound_failed++;
                           return AbortSocket(std::move(c->workload));
@@ -324,7 +330,7 @@ void Proxy::Impl::ContinueOutbound(EventLoop& loop, OwnedFd fd, Result<OriginalC
                               auto n = ParseReply(b, &r);
                               return n.ok() ? static_cast<ssize_t>(*n) : -1;
                             },
-                            [this, &loop, c](Result<std::pair<std::string, std::string>> m) {
+                            [this, &loop, c, certs](Result<std::pair<std::string, std::string>> m) {
                               Reply reply;
                               if (!m.ok() || !ParseReply(m->first, &reply).ok()) {
                                 counters.outbound_failed++;
@@ -353,7 +359,8 @@ void Proxy::Impl::ContinueOutbound(EventLoop& loop, OwnedFd fd, Result<OriginalC
                               SwitchRecordLayer(*c->upstream);
                               StartTrackedRelay(loop, Endpoint::Plain(std::move(c->workload)),
                                                 std::move(c->upstream), "", m->second,
-                                                "mutual " + c->source_id + " -> " + c->dst.str());
+                                                "mutual " + c->source_id + " -> " + c->dst.str(),
+                                                *certs);
                             });
                       });
                 });

@@ -118,6 +118,7 @@ void Proxy::Impl::ConnectPooled(EventLoop& loop, std::shared_ptr<PooledConnectio
                   ep.ok() ? PeerIdentity((*ep)->ssl(), *check) : Result<core::SpiffeId>(ep.error());
               if (!verified.ok()) {
                 DropSession(session_key);
+                if (check->peer_revoked) AuditRevokedPeer("outbound", conn->peer.str(), *check);
                 return fail("dataplane.outbound.handshake_failed", verified.error().message(),
                             check->failure);
               }
@@ -153,6 +154,9 @@ void Proxy::Impl::ConnectPooled(EventLoop& loop, std::shared_ptr<PooledConnectio
 
 void Proxy::Impl::StartOutboundMux(EventLoop& loop, std::shared_ptr<PooledConnection> conn,
                                    std::unique_ptr<Endpoint> ep, std::string leftover) {
+  const uint64_t tracked =
+      TrackConn(CaptureCertificates(ep->ssl()),
+                "outbound pooled " + conn->source_id + " -> " + conn->peer.str());
   SwitchRecordLayer(*ep);
   counters.pool_connections++;
   log.Info("dataplane.outbound.pooled",
@@ -185,7 +189,8 @@ void Proxy::Impl::StartOutboundMux(EventLoop& loop, std::shared_ptr<PooledConnec
     counters.active_relays--;
     if (auto pc = weak.lock()) pc->awaiting_reply.erase(end.id);
   };
-  hooks.on_closed = [this, weak, pool](const std::string& why) {
+  hooks.on_closed = [this, weak, pool, tracked](const std::string& why) {
+    UntrackConn(tracked);
     auto pc = weak.lock();
     if (!pc) return;
     Forget(*pool, pc->key, pc.get());
@@ -199,6 +204,11 @@ void Proxy::Impl::StartOutboundMux(EventLoop& loop, std::shared_ptr<PooledConnec
   mo.idle_close = options.pool_idle;
   conn->mux =
       mux::MuxConnection::Start(loop, std::move(ep), mo, std::move(hooks), std::move(leftover));
+  SetConnCloser(tracked, [&loop, weak_mux = std::weak_ptr<mux::MuxConnection>(conn->mux)] {
+    loop.Post([weak_mux] {
+      if (auto m = weak_mux.lock()) m->Close("certificate revoked");
+    });
+  });
   auto waiting = std::move(conn->waiting);
   conn->waiting.clear();
   for (auto& c : waiting) {

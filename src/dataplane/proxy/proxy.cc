@@ -151,26 +151,38 @@ void Proxy::Impl::SwitchRecordLayer(Endpoint& ep) {
 
 void Proxy::Impl::StartTrackedRelay(EventLoop& loop, std::unique_ptr<Endpoint> a,
                                     std::unique_ptr<Endpoint> b, std::string a_to_b,
-                                    std::string b_to_a, std::string what) {
+                                    std::string b_to_a, std::string what,
+                                    std::optional<ConnCertificates> certs) {
   RelayOptions ro;
   ro.idle_timeout = options.idle_timeout;
   ro.initial_a_to_b = std::move(a_to_b);
   ro.initial_b_to_a = std::move(b_to_a);
   counters.active_relays++;
-  StartRelay(loop, std::move(a), std::move(b), std::move(ro),
-             [this, what = std::move(what)](const RelayStats& s) {
-               counters.active_relays--;
-               if (!s.error.empty() && s.error != "aborted") {
-                 log.Info("dataplane.relay.end", {{"conn", what},
-                                                  {"sent", s.a_to_b_bytes},
-                                                  {"received", s.b_to_a_bytes},
-                                                  {"error", s.error}});
-               }
-             });
+  const uint64_t tracked = certs ? TrackConn(std::move(*certs), what) : 0;
+  auto handle = StartRelay(loop, std::move(a), std::move(b), std::move(ro),
+                           [this, tracked, what = std::move(what)](const RelayStats& s) {
+                             counters.active_relays--;
+                             if (tracked != 0) UntrackConn(tracked);
+                             if (!s.error.empty() && s.error != "aborted") {
+                               log.Info("dataplane.relay.end", {{"conn", what},
+                                                                {"sent", s.a_to_b_bytes},
+                                                                {"received", s.b_to_a_bytes},
+                                                                {"error", s.error}});
+                             }
+                           });
+  if (tracked != 0) SetConnCloser(tracked, [handle] { handle->Abort(); });
 }
 
 Proxy::Proxy(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Proxy::~Proxy() { Stop(); }
+
+void Proxy::RevocationsChanged() {
+  {
+    std::lock_guard lock(impl_->refresher_mu);
+    impl_->revocations_pending = true;
+  }
+  impl_->refresher_cv.notify_all();
+}
 
 void Proxy::Stop() {
   if (!impl_) return;
@@ -217,6 +229,8 @@ ProxyCounters Proxy::Counters() const {
   out.pool_streams = c.pool_streams;
   out.inbound_pooled = c.inbound_pooled;
   out.inbound_streams = c.inbound_streams;
+  out.revoked_closed = c.revoked_closed;
+  out.revoked_refused = c.revoked_refused;
   return out;
 }
 

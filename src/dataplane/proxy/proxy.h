@@ -27,11 +27,16 @@
 
 #include "common/log.h"
 #include "common/result.h"
+#include "core/revocation_set.h"
 #include "core/trust_bundle.h"
 #include "dataplane/intercept/interceptor.h"
 #include "dataplane/policy/node_policy.h"
 
 namespace sigil::dataplane {
+
+namespace inject {
+class InterceptCa;  // dataplane/inject/intercept_ca.h
+}
 
 // inject Services (issue 6): how a CredentialBinding adds its credential to each request.
 struct InjectBinding {
@@ -65,6 +70,9 @@ class ProxyHost {
   virtual Result<std::vector<agent::workloadapi::X509SvidGrant>> Svids(
       const agent::attest::AttestedProcess& process) = 0;
   virtual core::BundleSet Bundles() = 0;
+  // What the control plane revoked (never null). Peers are checked against it in every
+  // handshake; Proxy::RevocationsChanged closes established connections it covers.
+  virtual std::shared_ptr<const core::RevocationSet> Revocations() = 0;
   virtual std::shared_ptr<const NodePolicy> Policy() = 0;
   // Records a data plane event in the control plane's audit trail ("dataplane.denied",
   // "dataplane.refused"); must not block.
@@ -80,6 +88,10 @@ class ProxyHost {
 };
 
 struct ProxyOptions {
+  // inject Services with spec.inject.terminateTls: the node-local CA whose leaves the agent
+  // presents to workloads (docs/injection.md, "TLS interception"); null: such connections
+  // are refused.
+  std::shared_ptr<inject::InterceptCa> intercept_ca;
   std::string outbound_v4 = "127.0.0.1:15001";
   std::string outbound_v6 = "[::1]:15001";  // "" disables IPv6 interception
   std::string inbound = "0.0.0.0:15008";
@@ -117,6 +129,9 @@ struct ProxyCounters {
   uint64_t records_ktls = 0;  // ... moved to kernel TLS instead (relayed with splice)
   // sigil/2: pooled connections opened (outbound) / accepted (inbound), streams carried.
   uint64_t pool_connections = 0, pool_streams = 0, inbound_pooled = 0, inbound_streams = 0;
+  // Established connections (sigil/1 relays, pooled sigil/2 connections) closed because a
+  // certificate they were authenticated with was revoked, and handshakes refused for that.
+  uint64_t revoked_closed = 0, revoked_refused = 0;
 };
 
 class Proxy {
@@ -130,6 +145,10 @@ class Proxy {
   Proxy& operator=(const Proxy&) = delete;
 
   void Stop();
+  // The host's revocations changed: closes (on both ends, RST) every established connection
+  // whose local or peer certificate they cover, forgets session tickets, and re-reads the
+  // inbound certificates. Returns at once; the work runs on the proxy's refresher thread.
+  void RevocationsChanged();
   ProxyCounters Counters() const;
   uint16_t inbound_port() const;
   sockaddr_in outbound_v4() const;

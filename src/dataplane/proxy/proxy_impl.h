@@ -54,6 +54,7 @@ struct Inbound {
   Destination remote;  // the client agent's address
   std::string source_id;
   std::string peer_cert_sha256;  // hex, of the client's leaf (x-forwarded-client-cert)
+  ConnCertificates certs;        // both leaves of the handshake (revocation)
   std::optional<uint16_t> sni_port;
   std::string leftover;  // bytes after the request line
 
@@ -141,6 +142,7 @@ struct Proxy::Impl {
     std::atomic<uint64_t> records_switched{0}, records_kept_openssl{0}, records_ktls{0};
     std::atomic<uint64_t> pool_connections{0}, pool_streams{0}, inbound_pooled{0},
         inbound_streams{0};
+    std::atomic<uint64_t> revoked_closed{0}, revoked_refused{0};
   } counters;
 
   Impl(ProxyOptions o, ProxyHost& h, Interceptor& i, Logger& l)
@@ -198,8 +200,30 @@ struct Proxy::Impl {
   // idle connection then costs ~2.6 KiB instead of ~33 KiB). When OpenSSL still holds unread
   // records the connection simply stays on OpenSSL.
   void SwitchRecordLayer(Endpoint& ep);
+  // `certs`: the relay carries a connection authenticated with these certificates (sigil/1);
+  // it is tracked, and closed when one of them is revoked.
   void StartTrackedRelay(EventLoop& loop, std::unique_ptr<Endpoint> a, std::unique_ptr<Endpoint> b,
-                         std::string a_to_b, std::string b_to_a, std::string what);
+                         std::string a_to_b, std::string b_to_a, std::string what,
+                         std::optional<ConnCertificates> certs = std::nullopt);
+
+  // revocation.cc: established sigil/1 relays and sigil/2 connections by the certificates they
+  // were authenticated with, so a revocation can close them (Proxy::RevocationsChanged).
+  struct LiveConn {
+    ConnCertificates certs;
+    std::string what;             // for the log: "mutual spiffe://... -> 10.0.0.2:80", ...
+    std::function<void()> close;  // thread-safe; empty until set
+  };
+  std::mutex live_mu;
+  uint64_t live_next = 1;                       // guarded by live_mu
+  std::unordered_map<uint64_t, LiveConn> live;  // guarded by live_mu
+  bool revocations_pending = false;             // guarded by refresher_mu
+  uint64_t TrackConn(ConnCertificates certs, std::string what);
+  void SetConnCloser(uint64_t id, std::function<void()> close);  // no-op once untracked
+  void UntrackConn(uint64_t id);
+  // Closes every tracked connection the host's revocations cover (refresher thread).
+  void CloseRevoked();
+  // A handshake refused because the peer's certificate is revoked: counted and audited.
+  void AuditRevokedPeer(const std::string& side, const std::string& peer, const PeerCheck& check);
 };
 
 // "spiffe://td/x@<unix expiry>": one TLS context per SVID.

@@ -91,6 +91,15 @@ Result<core::SpiffeId> VerifyChain(std::vector<core::Certificate>& chain,
   return id;
 }
 
+// After path validation (the verified-leaf cache above does not know revocations).
+std::optional<std::string> RevokedReason(const core::RevocationSet* revoked,
+                                         const core::Certificate& leaf) {
+  if (revoked == nullptr || revoked->empty()) return std::nullopt;
+  const auto* e = revoked->FindCertificate(leaf);
+  if (e == nullptr) return std::nullopt;
+  return "peer certificate " + leaf.SerialHex() + ": " + core::RevocationSet::Describe(*e);
+}
+
 int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
   auto* ssl = static_cast<SSL*>(
       X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
@@ -122,6 +131,12 @@ int VerifyPeer(X509_STORE_CTX* store_ctx, void*) {
   if (check->expect && *id != *check->expect) {
     check->failure = "peer is " + id->str() + ", expected " + check->expect->str();
     X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_APPLICATION_VERIFICATION);
+    return 0;
+  }
+  if (auto revoked = RevokedReason(check->revoked.get(), chain.front())) {
+    check->failure = *revoked;
+    check->peer_revoked = true;
+    X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_CERT_REVOKED);
     return 0;
   }
   check->verified = std::move(*id);
@@ -225,8 +240,27 @@ Result<core::SpiffeId> PeerIdentity(SSL* ssl, PeerCheck& check) {
     return Unauthenticated("resumed session: peer is " + id->str() + ", expected " +
                            check.expect->str());
   }
+  if (auto revoked = RevokedReason(check.revoked.get(), chain.front())) {
+    check.failure = *revoked;
+    check.peer_revoked = true;
+    return Unauthenticated("resumed session: " + *revoked);
+  }
   check.verified = *id;
   return *id;
+}
+
+ConnCertificates CaptureCertificates(SSL* ssl) {
+  ConnCertificates out;
+  auto record = [](X509* x, std::string& serial, std::string& id) {
+    if (x == nullptr) return;
+    const core::Certificate cert = core::Certificate::FromX509(x);
+    serial = cert.SerialHex();
+    auto uris = cert.UriSans();
+    if (!uris.empty()) id = uris.front();
+  };
+  record(SSL_get_certificate(ssl), out.local_serial, out.local_id);
+  record(SSL_get0_peer_certificate(ssl), out.peer_serial, out.peer_id);
+  return out;
 }
 
 Result<SslCtxPtr> MakeBaseServerContext() { return NewContext(TlsRole::kServer); }

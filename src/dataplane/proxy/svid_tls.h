@@ -18,6 +18,7 @@
 #include "agent/workloadapi/workload_source.h"
 #include "common/ossl.h"
 #include "common/result.h"
+#include "core/revocation_set.h"
 #include "core/spiffe_id.h"
 #include "core/trust_bundle.h"
 
@@ -25,10 +26,13 @@ namespace sigil::dataplane {
 
 struct PeerCheck {
   core::BundleSet bundles;
+  // Certificates the control plane revoked: a peer leaf they cover fails verification.
+  std::shared_ptr<const core::RevocationSet> revoked;
   std::optional<core::SpiffeId> expect;  // the peer must present exactly this ID
   // Filled by the handshake: the verified peer ID, or why verification failed.
   std::optional<core::SpiffeId> verified;
   std::string failure;
+  bool peer_revoked = false;  // the failure is a revoked peer certificate
   // Client side: called with each session ticket the server sends (takes a reference).
   std::function<void(SSL_SESSION*)> on_session;
 };
@@ -49,5 +53,12 @@ PeerCheck* PeerCheckOf(SSL* ssl);
 // the certificate the session carries: valid now, chaining to the current bundle, and equal to
 // check.expect when set. Unauthenticated otherwise.
 Result<core::SpiffeId> PeerIdentity(SSL* ssl, PeerCheck& check);
+
+// The certificates a finished handshake was authenticated with, recorded before the SSL is
+// freed, so revocations can find the connection later.
+struct ConnCertificates {
+  std::string local_serial, local_id, peer_serial, peer_id;
+};
+ConnCertificates CaptureCertificates(SSL* ssl);
 
 }  // namespace sigil::dataplane
