@@ -13,7 +13,10 @@ admin certificates: 20 s) so the whole rotation fits in about a minute:
      (as `openssl s_client` sees it), both agents' node SVIDs, the server's TLS certificate and
      the admin certificate all come from the new CA;
   4. the old CA leaves the bundle (server, agents) once everything it signed has expired;
-  5. not one request of the loop failed, from before the rotation to after the retirement.
+  5. not one request of the loop failed, from before the rotation to after the retirement, and
+     one connection opened before the rotation (a slowly read 8 MiB download) was still open
+     after the activation and completed intact: existing connections carry on through SVID
+     renewals and the CA switch.
 Run as root (namespaces, BPF, cgroup2); any missing capability is a failure, not a skip.
 """
 
@@ -42,17 +45,17 @@ sys.path.insert(0, str(HERE.parent / "interop"))
 
 import helpers  # noqa: E402
 from helpers import Peer, run  # noqa: E402
-from netns_topology import (delete_hosts, make_hosts, netns,  # noqa: E402
-                            remove_cgroup_tree, sh)
+from mesh import Mesh  # noqa: E402
 
 TD = "example.org"
-NS_A, NS_B = f"sgcrA{os.getpid()}", f"sgcrB{os.getpid()}"
+NS_A, NS_B = "A", "B"  # hosts of the Mesh
 IP_A, IP_B = "10.81.0.1", "10.81.0.2"
 PORT = 8080
 TTL = "20s"  # workload, node, server and admin certificates
 PYTHON = os.path.realpath("/usr/bin/python3")
 CURL = os.path.realpath(shutil.which("curl") or "/usr/bin/curl")
 BODY = "hello through a rotating CA\n"
+LONG_BYTES = 8 << 20  # read at 256 KiB/s: ~32 s, longer than prepare -> activation
 
 RESOURCES = f"""
 apiVersion: sigil.dev/v1alpha1
@@ -198,27 +201,21 @@ class CaRotationTest(unittest.TestCase):
         cls._td = tempfile.TemporaryDirectory(prefix="sigil-ca-rotation-")
         cls.tmp = Path(cls._td.name)
         os.chmod(cls.tmp, 0o755)
-        cls.peers: list[Peer] = []
-        cls.cleanup_dirs: list[Path] = []
-        cls.mounted = False
-        cls.made_ns = False
         cls.traffic: Traffic | None = None
+        cls.mesh = Mesh(cls.tmp, TD, IP_A, IP_B, tag="car")
         try:
-            cls.sigil = helpers.sigil_bin()
-            for tool in ("ip", "curl", "openssl"):
+            for tool in ("curl", "openssl"):
                 helpers.require_tool(tool)
             helpers.require_modules()
             helpers.require_modules([("cryptography", "python3-cryptography")])
-            cls.made_ns = True
-            make_hosts(NS_A, IP_A, NS_B, IP_B, f"r{os.getpid() % 100000}")
-            cls.cgroup = cls.tmp / "cgroup2"
-            cls.cgroup.mkdir()
-            sh("mount", "-t", "cgroup2", "none", cls.cgroup)
-            cls.mounted = True
-            cls._start_server()
-            cls.cli("apply", "-f", "-", input=RESOURCES)
-            cls.agent_a = cls._start_agent("a", NS_A)
-            cls.agent_b = cls._start_agent("b", NS_B)
+            agent = ["--pool-idle", "1"]
+            cls.mesh.start(RESOURCES, {"A": agent, "B": agent},
+                           server_args=["--server-cert-ttl", TTL, "--node-svid-ttl", TTL,
+                                        "--admin-cert-ttl", TTL])
+            cls.server, cls.server_data = cls.mesh.server, cls.mesh.server_data
+            cls.agent_a, cls.agent_b = cls.mesh.agents["A"], cls.mesh.agents["B"]
+            for host, agent_peer in cls.mesh.agents.items():
+                agent_peer.data = cls.tmp / f"agent-{host}"
             cls._start_web()
         except BaseException:
             cls.tearDownClass()
@@ -228,76 +225,30 @@ class CaRotationTest(unittest.TestCase):
     def tearDownClass(cls) -> None:
         if cls.traffic is not None:
             cls.traffic.kill()
-        for p in reversed(cls.peers):
-            p.kill()
-        for d in cls.cleanup_dirs:
-            remove_cgroup_tree(d)
-        if cls.mounted:
-            subprocess.run(["umount", "-l", str(cls.cgroup)], capture_output=True)
-        if cls.made_ns:
-            delete_hosts(NS_A, NS_B)
+        cls.mesh.close()
         cls._td.cleanup()
 
     # --- setup -------------------------------------------------------------------------------
 
     @classmethod
     def cli(cls, *args, input=None, check=True):
-        return run(netns(NS_A, cls.sigil, *args, "--server", cls.admin_url, "--credentials",
-                         cls.server_data / "admin"), input=input, check=check)
-
-    @classmethod
-    def _start_server(cls) -> None:
-        cls.server_data = cls.tmp / "server"
-        ready = cls.tmp / "server.ready"
-        peer = Peer(netns(NS_A, cls.sigil, "server", "--data-dir", cls.server_data,
-                          "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
-                          "--agent-listen", f"{IP_A}:0", "--metrics-listen", "off",
-                          "--server-cert-ttl", TTL, "--node-svid-ttl", TTL,
-                          "--admin-cert-ttl", TTL, "--ready-file", ready), "sigil-server")
-        cls.peers.append(peer)
-        cls.server = peer
-        addr = helpers.wait_ready_file(peer, ready, "server", timeout=30)
-        cls.admin_url = "https://" + addr["admin"]
-        cls.agent_api = addr["agent"]
-
-    @classmethod
-    def _start_agent(cls, name: str, ns: str) -> Peer:
-        token = cls.cli("token", "create", "--node", f"host-{name}").stdout
-        m = re.search(r"SJT1\.[^\s]+", token)
-        assert m, token
-        token_file = cls.tmp / f"token-{name}"
-        token_file.write_text(m.group(0) + "\n")
-        os.chmod(token_file, 0o600)
-        ready = cls.tmp / f"agent-{name}.ready"
-        managed = f"sigil-car-{os.getpid()}-{name}"
-        peer = Peer(netns(ns, cls.sigil, "agent", "--server", cls.agent_api,
-                          "--join-token-file", token_file, "--data-dir", cls.tmp / f"agent-{name}",
-                          "--socket", cls.tmp / f"agent-{name}.sock", "--node-name", f"host-{name}",
-                          "--health-listen", "127.0.0.1:0", "--ready-file", ready,
-                          "--dataplane", "--cgroup-root", cls.cgroup, "--pool-idle", "1",
-                          "--creds-mount", "", "--managed-cgroup", managed), f"sigil-agent-{name}")
-        cls.peers.append(peer)
-        helpers.wait_ready_file(peer, ready, f"agent {name}", timeout=30)
-        peer.managed = managed
-        peer.data = cls.tmp / f"agent-{name}"
-        peer.socket = cls.tmp / f"agent-{name}.sock"
-        cls.cleanup_dirs.append(cls.cgroup / managed)
-        peer.wait_for(r"dataplane\.intercept", timeout=10)
-        return peer
+        return cls.mesh.cli(*args, input=input, check=check)
 
     @classmethod
     def sigil_run(cls, ns: str, agent: Peer, *cmd: object) -> list[str]:
-        return netns(ns, cls.sigil, "run", "--cgroup-root", cls.cgroup, "--managed-cgroup",
-                     agent.managed, "--", *cmd)
+        return cls.mesh.run_argv("A" if ns == NS_A else "B", *cmd)
 
     @classmethod
     def _start_web(cls) -> None:
         www = cls.tmp / "www"
         www.mkdir()
         (www / "hello.txt").write_text(BODY)
+        # Fetched slowly across the whole rotation by one long-lived connection.
+        (www / "long.bin").write_bytes(os.urandom(LONG_BYTES))
+        cls.long_sha = hashlib.sha256((www / "long.bin").read_bytes()).hexdigest()
         peer = Peer(cls.sigil_run(NS_B, cls.agent_b, PYTHON, "-m", "http.server", PORT,
                                   "--bind", IP_B, "--directory", www), "web")
-        cls.peers.append(peer)
+        cls.mesh.peers.append(peer)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             r = subprocess.run(cls.sigil_run(NS_A, cls.agent_a, CURL, "-sS", "--max-time", "5",
@@ -331,7 +282,7 @@ class CaRotationTest(unittest.TestCase):
         written to out/{svid,key,bundle}.pem. Returns the chain (DER, leaf first)."""
         out.mkdir(exist_ok=True)
         os.chown(out, PROBE_UID, PROBE_UID)
-        r = subprocess.run(netns(NS_A, "/usr/bin/setpriv", f"--reuid={PROBE_UID}",
+        r = subprocess.run(self.mesh.in_ns("A", "/usr/bin/setpriv", f"--reuid={PROBE_UID}",
                                  f"--regid={PROBE_UID}", "--clear-groups", PYTHON,
                                  ROOT / "tests" / "agent" / "wl_client.py", self.stubs,
                                  self.agent_a.socket, "x509-files", out, f"spiffe://{TD}/probe"),
@@ -345,7 +296,7 @@ class CaRotationTest(unittest.TestCase):
         against `ca_file` (default: the bundle fetched with the SVID): the chain B presents
         (-showcerts) and the service's answer."""
         return subprocess.run(
-            netns(NS_A, "openssl", "s_client", "-connect", f"{IP_B}:15008", "-servername",
+            self.mesh.in_ns("A", "openssl", "s_client", "-connect", f"{IP_B}:15008", "-servername",
                   f"{PORT}.sigil.invalid", "-alpn", "sigil/1", "-cert", svid_dir / "svid.pem",
                   "-key", svid_dir / "key.pem", "-CAfile", ca_file or svid_dir / "bundle.pem",
                   "-verify_return_error", "-showcerts", "-ign_eof"),
@@ -379,6 +330,19 @@ class CaRotationTest(unittest.TestCase):
         old_probe = self.tmp / "probe-old"
         old_chain = self.fetch_probe_svid(old_probe)
         self.assertTrue(issued_by(old_chain[0], self.bundle_roots()[old_ca]))
+
+        # One connection held open from before the rotation to after the retirement: existing
+        # connections carry on through SVID renewals (20 s), activation and retirement.
+        long_out = self.tmp / "long.bin"
+        # curl reads only as fast as a slow consumer takes the bytes (64 KiB per 0.25 s), so
+        # the connection stays open ~30 s; a reset would truncate the file (the hash below).
+        slow = (f"{CURL} -sS --max-time 120 http://{IP_B}:{PORT}/long.bin | "
+                f"{{ i=0; while [ $i -lt {LONG_BYTES // 65536} ]; do "
+                f"dd bs=65536 count=1 iflag=fullblock status=none >> {long_out} || break; "
+                f"i=$((i+1)); sleep 0.25; done; cat >> {long_out}; }}")
+        long_conn = Peer(self.sigil_run(NS_A, self.agent_a, "/bin/sh", "-c", slow),
+                         "long-connection")
+        self.addCleanup(long_conn.kill)
 
         stop = self.tmp / "traffic.stop"
         type(self).traffic = traffic = Traffic(
@@ -415,6 +379,9 @@ class CaRotationTest(unittest.TestCase):
             roles = {g["caSha256"]: g["role"] for g in s["generations"]}
             return s if roles.get(new_ca) == "active" and roles.get(old_ca) == "retiring" else None
         status = self.wait("activation", activated, timeout=20)
+        # The connection opened under the old CA is still transferring after the switch.
+        self.assertIsNone(long_conn.proc.poll(), "the long-lived connection ended before the "
+                          f"activation\n{long_conn.output}")
         retiring = [g for g in status["generations"] if g["caSha256"] == old_ca][0]
         self.assertIsNotNone(retiring["leavesBundleAt"])
         self.assertLess(retiring["leavesBundleAt"], retiring["notAfter"])  # RFC 3339, UTC
@@ -496,6 +463,9 @@ class CaRotationTest(unittest.TestCase):
         self.assertGreater(len(oks), 200)
         self.assertLess(oks[0], t_retired - 15)  # traffic spanned the whole rotation
         self.assertGreater(oks[-1], t_retired)
+        # The long-lived connection, opened before the rotation, completes intact.
+        self.assertEqual(long_conn.proc.wait(timeout=90), 0, long_conn.output)
+        self.assertEqual(hashlib.sha256(long_out.read_bytes()).hexdigest(), self.long_sha)
         self.cli("audit", "verify")
         print(f"\n{len(oks)} requests, 0 failed, {time.monotonic() - t_start:.0f} s",
               file=sys.stderr)
