@@ -598,6 +598,11 @@ Result<std::vector<workloadapi::X509SvidGrant>> Agent::X509Svids(
   std::vector<workloadapi::X509SvidGrant> out;
   for (const auto& m : matches) {
     SIGIL_ASSIGN_OR_RETURN(auto held, svids_->Get(*m.spec, m.id, proto));
+    if (revoked->FindSerial(held->serial) != nullptr) {
+      // Revoked by serial, and the Sync thread has not dropped it yet: drop it now and issue.
+      svids_->DropRevoked(*revoked);
+      SIGIL_ASSIGN_OR_RETURN(held, svids_->Get(*m.spec, m.id, proto));
+    }
     workloadapi::X509SvidGrant g;
     g.spiffe_id = held->id.str();
     g.hint = held->identity_name;

@@ -94,7 +94,10 @@ void WorkerPool::Stop() {
 }
 
 std::string SvidKey(const agent::workloadapi::X509SvidGrant& grant) {
-  return grant.spiffe_id + "@" + std::to_string(ToUnixSeconds(grant.expires_at));
+  // The serial too: an SVID reissued within the same second (after an svid revocation) has the
+  // same expiry, and must not be served the revoked one's context.
+  return grant.spiffe_id + "@" + std::to_string(ToUnixSeconds(grant.expires_at)) + "#" +
+         (grant.chain.empty() ? std::string() : grant.chain.front().SerialHex());
 }
 
 void Proxy::Impl::Accept(int listener, bool inbound_side) {

@@ -226,7 +226,7 @@ struct Proxy::Impl {
   void AuditRevokedPeer(const std::string& side, const std::string& peer, const PeerCheck& check);
 };
 
-// "spiffe://td/x@<unix expiry>": one TLS context per SVID.
+// "spiffe://td/x@<unix expiry>#<serial>": one TLS context per SVID.
 std::string SvidKey(const agent::workloadapi::X509SvidGrant& grant);
 
 }  // namespace sigil::dataplane
