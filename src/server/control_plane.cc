@@ -10,7 +10,6 @@
 #include "resources/workload_identity.h"
 
 namespace sigil::server {
-namespace {
 
 bool ValidNodeName(std::string_view name) {
   if (name.empty() || name.size() > 63) return false;
@@ -20,8 +19,6 @@ bool ValidNodeName(std::string_view name) {
   }
   return name.front() != '-' && name.front() != '.';
 }
-
-}  // namespace
 
 store::AuditEvent ControlPlane::Event(std::string type, std::string actor) const {
   store::AuditEvent e;

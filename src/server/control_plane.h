@@ -34,6 +34,10 @@
 
 namespace sigil::server {
 
+// The node name rule of join tokens, rejoin and node revocation: 1-63 of [a-z0-9._-], not
+// starting with '-' or '.'.
+bool ValidNodeName(std::string_view name);
+
 inline constexpr Seconds kDefaultNodeSvidTtl{24 * 3600};
 inline constexpr Seconds kDefaultJoinTokenTtl{3600};
 inline constexpr Seconds kMaxJoinTokenTtl{7 * 24 * 3600};

@@ -12,16 +12,6 @@
 namespace sigil::server {
 namespace {
 
-// The node naming rule of join tokens (control_plane.cc).
-bool ValidNodeName(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-    if (!ok) return false;
-  }
-  return name.front() != '-' && name.front() != '.';
-}
-
 int64_t WholeSeconds(TimePoint::duration d) {
   return std::chrono::duration_cast<Seconds>(d).count();
 }

@@ -67,16 +67,6 @@ bool ValidUtf8(std::string_view s) {
   return true;
 }
 
-// The node name rule of ControlPlane::CreateJoinToken.
-bool ValidNodeName(std::string_view name) {
-  if (name.empty() || name.size() > 63) return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_';
-    if (!ok) return false;
-  }
-  return name.front() != '-' && name.front() != '.';
-}
-
 Result<void> ValidateTarget(RevocationKind kind, std::string_view target) {
   if (target.empty()) return InvalidArgument("target: required");
   if (HasControlCharacter(target)) return InvalidArgument("target: contains a control character");

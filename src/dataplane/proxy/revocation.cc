@@ -60,22 +60,13 @@ void Proxy::Impl::CloseRevoked() {
     counters.revoked_closed++;
     if (v.conn.close) v.conn.close();
     const ConnCertificates& c = v.conn.certs;
-    log.Warn("dataplane.revoked.closed", {{"conn", v.conn.what},
-                                          {"revoked", v.side},
-                                          {"local", c.local_id},
-                                          {"local_serial", c.local_serial},
-                                          {"peer", c.peer_id},
-                                          {"peer_serial", c.peer_serial},
-                                          {"why", v.why}});
-    host.Audit("dataplane.revoked", v.side == "peer" ? c.peer_id : c.local_id, 0, "",
-               {{"action", "closed"},
-                {"conn", v.conn.what},
-                {"revoked", v.side},
-                {"local", c.local_id},
-                {"local_serial", c.local_serial},
-                {"peer", c.peer_id},
-                {"peer_serial", c.peer_serial},
-                {"why", v.why}});
+    nlohmann::json fields = {{"conn", v.conn.what}, {"revoked", v.side},
+                             {"local", c.local_id}, {"local_serial", c.local_serial},
+                             {"peer", c.peer_id},   {"peer_serial", c.peer_serial},
+                             {"why", v.why}};
+    log.Warn("dataplane.revoked.closed", fields);
+    fields["action"] = "closed";
+    host.Audit("dataplane.revoked", v.side == "peer" ? c.peer_id : c.local_id, 0, "", fields);
   }
   if (!victims.empty()) {
     log.Info("dataplane.revocation.applied",
