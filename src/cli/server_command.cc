@@ -213,6 +213,14 @@ void Maintenance::FastTick() {
 }
 
 void Maintenance::Tick() {
+  // Normally another replica's CA change arrives through the change feed at once; this catches
+  // one whose re-read failed then (a store hiccup).
+  if (auto refreshed = cp_.RefreshAuthorities(); !refreshed.ok()) {
+    log_.Error("ca.refresh.fail", {{"error", refreshed.error().message()}});
+  } else if (*refreshed) {
+    log_.Info("ca.refresh", {{"bundle_sequence", cp_.Bundle().sequence()},
+                             {"version", cp_.authorities_version()}});
+  }
   if (auto expired = cp_.SweepExpiredTokens(); !expired.ok()) {
     log_.Error("token.sweep.fail", {{"error", expired.error().message()}});
   } else if (*expired > 0) {

@@ -188,14 +188,36 @@ Result<GenerationInfo> AuthoritySet::RotateNow(TimePoint now, Seconds activate_a
   return Info(*prepared_, GenerationRole::kPrepared);
 }
 
-void AuthoritySet::ExtendIssuedUntil(std::optional<TimePoint> x509, std::optional<TimePoint> jwt) {
+namespace {
+
+void RaiseIssuedUntil(AuthorityGeneration& g, std::optional<TimePoint> x509,
+                      std::optional<TimePoint> jwt) {
   auto raise = [](std::optional<TimePoint>& field, std::optional<TimePoint> to, TimePoint cap) {
     if (!to) return;
     TimePoint v = std::min(CeilToSecond(*to), cap);
     if (!field || v > *field) field = v;
   };
-  raise(active_->x509_issued_until, x509, active_->ca.not_after());
-  raise(active_->jwt_issued_until, jwt, active_->jwt.not_after);
+  raise(g.x509_issued_until, x509, g.ca.not_after());
+  raise(g.jwt_issued_until, jwt, g.jwt.not_after);
+}
+
+}  // namespace
+
+void AuthoritySet::ExtendIssuedUntil(std::optional<TimePoint> x509, std::optional<TimePoint> jwt) {
+  RaiseIssuedUntil(*active_, x509, jwt);
+}
+
+bool AuthoritySet::ExtendIssuedUntil(std::string_view jwt_kid, std::optional<TimePoint> x509,
+                                     std::optional<TimePoint> jwt) {
+  AuthorityGeneration* found = nullptr;
+  if (active_->jwt.kid == jwt_kid) found = active_.get();
+  if (found == nullptr && prepared_ && prepared_->jwt.kid == jwt_kid) found = prepared_.get();
+  for (auto& g : retired_) {
+    if (found == nullptr && g->jwt.kid == jwt_kid) found = g.get();
+  }
+  if (found == nullptr) return false;
+  RaiseIssuedUntil(*found, x509, jwt);
+  return true;
 }
 
 TrustBundle AuthoritySet::Bundle() const {

@@ -138,6 +138,11 @@ class AuthoritySet {
   // CA's, the JWT key's, notAfter): a bound written ahead of issuance so that a persisted
   // state always covers what was issued since (see ControlPlane).
   void ExtendIssuedUntil(std::optional<TimePoint> x509, std::optional<TimePoint> jwt);
+  // The same for the generation whose JWT key id is `jwt_kid`, whatever its role now (another
+  // server replica may have activated a newer generation since this one signed). False when no
+  // generation in the set has that kid (it left the bundle).
+  bool ExtendIssuedUntil(std::string_view jwt_kid, std::optional<TimePoint> x509,
+                         std::optional<TimePoint> jwt);
 
   // Every generation still in the bundle: root and JWT key, sequence, refresh hint.
   TrustBundle Bundle() const;

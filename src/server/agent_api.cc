@@ -52,7 +52,21 @@ AttestedProcessInfo ProcessOf(const pb::AttestedProcess& p) {
 
 AgentApi::AgentApi(ControlPlane& control_plane)
     : cp_(control_plane),
-      feed_(control_plane.store(), [&control_plane] { return control_plane.Bundle().sequence(); }) {
+      feed_(
+          control_plane.store(), [&control_plane] { return control_plane.Bundle().sequence(); },
+          kDefaultFeedWindow,
+          [&control_plane](const std::vector<store::Change>& changes) {
+            // Another replica rotated the CA or recorded an issuance bound: take its set before
+            // the streams wake, so they see the new bundle with the revision that carried it.
+            for (const store::Change& c : changes) {
+              if (c.kind == kCaStateKind &&
+                  c.resource_version > control_plane.authorities_version()) {
+                (void)
+                    control_plane.RefreshAuthorities();  // on failure the maintenance tick retries
+                break;
+              }
+            }
+          }) {
   (void)feed_.Start();  // on failure streams fall back to reading the store
 }
 

@@ -11,8 +11,11 @@ constexpr uint32_t kFeedPage = 1000;
 }  // namespace
 
 ChangeFeed::ChangeFeed(store::Store& store, std::function<uint64_t()> bundle_sequence,
-                       size_t window)
-    : store_(store), bundle_sequence_(std::move(bundle_sequence)), window_(window) {}
+                       size_t window, Observer observer)
+    : store_(store),
+      bundle_sequence_(std::move(bundle_sequence)),
+      window_(window),
+      observer_(std::move(observer)) {}
 
 ChangeFeed::~ChangeFeed() { Stop(); }
 
@@ -121,6 +124,7 @@ void ChangeFeed::Run() {
         }
         revision = page->revision;
         more = page->more;
+        if (observer_) observer_(page->changes);
         Append(std::move(page->changes), revision);
       }
     }

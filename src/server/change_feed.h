@@ -9,7 +9,9 @@
 // from an old revision) reads the store directly, as before.
 //
 // The feed also watches the trust bundle's sequence number, so streams learn about a CA
-// rotation without serialising the bundle on every wake-up.
+// rotation without serialising the bundle on every wake-up. An optional observer sees every
+// page of changes before the streams do (the control plane re-reads its authority set when
+// another server replica changed it; the bundle check that follows then wakes the streams).
 //
 // Thread-safe. Start() once; Stop() (or the destructor) wakes every waiter.
 #pragma once
@@ -28,6 +30,9 @@
 
 namespace sigil::server {
 
+// Changes held in memory: enough for a burst of policy edits while some streams lag.
+inline constexpr size_t kDefaultFeedWindow = 16384;
+
 class ChangeFeed {
  public:
   struct Position {
@@ -38,7 +43,9 @@ class ChangeFeed {
 
   // `bundle_sequence` reports the current trust bundle sequence (cheap; called by the feed
   // thread once per wake-up).
-  ChangeFeed(store::Store& store, std::function<uint64_t()> bundle_sequence, size_t window = 16384);
+  using Observer = std::function<void(const std::vector<store::Change>& changes)>;
+  ChangeFeed(store::Store& store, std::function<uint64_t()> bundle_sequence,
+             size_t window = kDefaultFeedWindow, Observer observer = {});
   ~ChangeFeed();
   ChangeFeed(const ChangeFeed&) = delete;
   ChangeFeed& operator=(const ChangeFeed&) = delete;
@@ -66,6 +73,7 @@ class ChangeFeed {
   store::Store& store_;
   const std::function<uint64_t()> bundle_sequence_;
   const size_t window_;
+  const Observer observer_;
 
   mutable std::mutex mu_;
   mutable std::condition_variable cv_;

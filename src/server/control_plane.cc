@@ -33,40 +33,8 @@ Result<std::unique_ptr<ControlPlane>> ControlPlane::Open(ControlPlaneOptions opt
                                                          core::Kek kek, const Clock& clock) {
   std::unique_ptr<ControlPlane> cp(
       new ControlPlane(std::move(options), std::move(store), std::move(kek), clock));
-  auto blob = cp->store_->GetBlob(std::string(kAuthoritiesBlob));
-  if (blob.ok()) {
-    auto plain = cp->kek_.Open(*blob, kAuthoritiesBlob);
-    if (!plain.ok()) return std::move(plain).error().WithContext("loading the CA from the store");
-    SIGIL_ASSIGN_OR_RETURN(auto set,
-                           core::AuthoritySet::Deserialize(cp->options_.ca, cp->options_.rotation,
-                                                           cp->options_.upstream, *plain));
-    cp->authorities_.emplace(std::move(set));
-    cp->bundle_ = std::make_shared<const core::TrustBundle>(cp->authorities_->Bundle());
-    std::lock_guard lock(cp->mu_);
-    cp->MarkDurableLocked();
-    return cp;
-  }
-  if (blob.error().code() != ErrorCode::kNotFound) return std::move(blob).error();
-  SIGIL_ASSIGN_OR_RETURN(
-      auto set, core::AuthoritySet::Create(cp->options_.ca, cp->options_.rotation, clock.Now(),
-                                           cp->options_.upstream));
-  cp->authorities_.emplace(std::move(set));
-  cp->bundle_ = std::make_shared<const core::TrustBundle>(cp->authorities_->Bundle());
-  store::AuditEvent e = cp->Event("ca.init", "server");
-  e.details_json = nlohmann::json{{"trust_domain", cp->trust_domain().name()},
-                                  {"ca_sha256", cp->Root().Fingerprint()},
-                                  {"upstream", cp->options_.upstream.has_value()}}
-                       .dump();
-  SIGIL_TRY(cp->PersistAuthorities({e}));
-  cp->created_ = true;
+  SIGIL_TRY(cp->LoadOrCreateAuthorities());  // authority_store.cc
   return cp;
-}
-
-Result<void> ControlPlane::PersistAuthorities(const std::vector<store::AuditEvent>& audit) {
-  std::lock_guard lock(mu_);
-  SIGIL_TRY(PersistLocked(*authorities_, audit));
-  MarkDurableLocked();
-  return {};
 }
 
 core::TrustBundle ControlPlane::Bundle() const { return *BundlePtr(); }
@@ -81,11 +49,13 @@ core::Certificate ControlPlane::Root() const {
   return authorities_->active().ca.root();
 }
 
-Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& request) {
+Result<core::IssuedX509Svid> ControlPlane::Issue(const core::X509SvidRequest& request,
+                                                 std::optional<core::Certificate>* root) {
   auto start = std::chrono::steady_clock::now();
   Result<core::IssuedX509Svid> svid = [&]() -> Result<core::IssuedX509Svid> {
     std::lock_guard lock(mu_);
     SIGIL_ASSIGN_OR_RETURN(auto issued, authorities_->IssueX509Svid(request, clock_.Now()));
+    if (root != nullptr) root->emplace(authorities_->active().ca.root());
     SIGIL_TRY(KeepIssuanceDurableLocked());  // the store covers its notAfter before it leaves
     return issued;
   }();
@@ -253,8 +223,9 @@ Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::str
     key = &*fresh;
   }
   nlohmann::json names = dns_names;
+  std::optional<core::Certificate> root;
   SIGIL_ASSIGN_OR_RETURN(
-      auto svid, Issue({id, key->Public(), std::move(dns_names), options_.server_svid_ttl}));
+      auto svid, Issue({id, key->Public(), std::move(dns_names), options_.server_svid_ttl}, &root));
   SIGIL_ASSIGN_OR_RETURN(SecretBytes key_pem, key->ToPkcs8Pem());
   store::AuditEvent e = Event("server.credential.create", "server");
   e.identity = id.str();
@@ -267,8 +238,7 @@ Result<AdminCredential> ControlPlane::IssueServerCredential(std::vector<std::str
   // The chain ends with the signing root, so an agent holding only a join token (which pins
   // the root's SHA-256) finds the root in the handshake itself.
   std::vector<core::Certificate> chain = svid.chain;
-  core::Certificate root = Root();
-  if (chain.back().Fingerprint() != root.Fingerprint()) chain.push_back(root);
+  if (chain.back().Fingerprint() != root->Fingerprint()) chain.push_back(*root);
   return AdminCredential{id.str(), core::CertificatesToPem(chain), std::move(key_pem)};
 }
 

@@ -5,10 +5,18 @@
 // store blob "authorities"), issues admin credentials, join tokens and node SVIDs, and writes
 // an audit record for every bootstrap secret it creates or consumes.
 //
+// Several server replicas may share one store (PostgreSQL). The authority set is then shared
+// through the store: every write of the sealed blob goes with a write of the CaState resource
+// (its public summary) whose version is the compare-and-swap token, so concurrent rotations
+// and issuance bookkeeping on different replicas serialise, and a replica that lost the race
+// re-reads and retries. Replicas pick up another's change through the change log
+// (RefreshAuthorities; authority_store.cc).
+//
 // Thread-safe: the authority set is guarded by a mutex; everything else is in the store.
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -86,6 +94,11 @@ struct AttestedProcessInfo {
 inline constexpr std::string_view kCredentialSecretBlobPrefix = "secret/";
 // The authority set (core::AuthoritySet::Serialize), sealed under the KEK.
 inline constexpr std::string_view kAuthoritiesBlob = "authorities";
+// The public summary of the authority set (generations, fingerprints, issued bounds, bundle
+// sequence), written in the same transaction as every write of kAuthoritiesBlob. Never synced
+// to agents and not writable through the admin API.
+inline constexpr std::string_view kCaStateKind = "CaState";
+inline constexpr std::string_view kCaStateName = "authorities";
 // How long an agent may hold a static/aws secret it fetched before fetching again.
 inline constexpr Seconds kCredentialGrantTtl{300};
 // Largest secret `sigil credential rotate` accepts (the same bound as a secret field in a
@@ -167,6 +180,12 @@ class ControlPlane {
   Result<core::GenerationInfo> RotateCa(Seconds activate_after, bool force,
                                         const std::string& actor);
   CaRotationStatus CaStatus() const;
+  // Re-reads the authority set when another replica changed it in the store (the CaState
+  // version moved past the one held). True when it was replaced. Called for every CaState change
+  // the change feed sees and, as a safety net, by the maintenance thread (authority_store.cc).
+  Result<bool> RefreshAuthorities();
+  // The CaState version of the authority set held in memory.
+  uint64_t authorities_version() const;
   // The CA certificate of the active generation (what signs now).
   core::Certificate SigningCa() const;
 
@@ -328,8 +347,10 @@ class ControlPlane {
   // The token request of an oauth2-client-credentials source: its spec and sealed secret.
   Result<oauth2::TokenRequest> OAuth2Request(const std::string& source,
                                              const std::string& spec_json);
-  Result<void> PersistAuthorities(const std::vector<store::AuditEvent>& audit);
-  Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request);
+  // `root`, when given, receives the root of the generation that signed (which another
+  // replica's rotation may have made non-active by the time Issue returns).
+  Result<core::IssuedX509Svid> Issue(const core::X509SvidRequest& request,
+                                     std::optional<core::Certificate>* root = nullptr);
   store::AuditEvent Event(std::string type, std::string actor) const;
   struct WorkloadMatch {
     resources::WorkloadIdentitySpec spec;
@@ -373,15 +394,29 @@ class ControlPlane {
     std::string kid;  // active generation's JWT kid when last persisted
     std::optional<TimePoint> x509, jwt;
   };
+  // The authority set in the store (authority_store.cc). PersistLocked writes `set` with a
+  // compare-and-swap on the CaState version held (Aborted when another replica wrote since) and
+  // returns the new version. MutateAuthoritiesLocked runs `step` on a copy of the live set and
+  // persists the result; on a conflict it re-reads the store and runs `step` again on the fresh
+  // set. `step` returns nullopt when there is nothing to write, else the audit records of the
+  // change. True when a change was written.
+  using AuthorityStep =
+      std::function<Result<std::optional<std::vector<store::AuditEvent>>>(core::AuthoritySet& set)>;
   Result<core::AuthoritySet> CloneAuthoritiesLocked() const;
-  Result<void> PersistLocked(const core::AuthoritySet& set,
-                             const std::vector<store::AuditEvent>& audit);
+  Result<uint64_t> PersistLocked(const core::AuthoritySet& set,
+                                 const std::vector<store::AuditEvent>& audit);
+  Result<bool> MutateAuthoritiesLocked(const AuthorityStep& step);
+  Result<bool> ReloadAuthoritiesLocked();
+  Result<core::AuthoritySet> OpenAuthoritiesBlob(const std::vector<uint8_t>& sealed) const;
+  void InstallAuthoritiesLocked(core::AuthoritySet set, uint64_t version);
+  Result<void> LoadOrCreateAuthorities();
   void MarkDurableLocked();
   Result<void> KeepIssuanceDurableLocked();
 
   mutable std::mutex mu_;
   DurableIssuance durable_;                          // guarded by mu_
   std::optional<core::AuthoritySet> authorities_;    // guarded by mu_
+  uint64_t authorities_version_ = 0;                 // guarded by mu_: CaState version held
   std::shared_ptr<const core::TrustBundle> bundle_;  // guarded by mu_; authorities_->Bundle()
 };
 
