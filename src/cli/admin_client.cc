@@ -4,6 +4,8 @@
 #include <openssl/x509v3.h>
 #include <signal.h>
 
+#include <iostream>
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -129,6 +131,33 @@ std::string AdminErrorText(const AdminResponse& response) {
     if (!out.ends_with("\n")) out += "\n";
   }
   return out;
+}
+
+std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
+                                        const std::string& method, const std::string& path,
+                                        const std::string& body, const std::string& content_type) {
+  auto res = AdminRequest(ep, method, path, body, content_type);
+  if (!res.ok()) {
+    std::cerr << "sigil " << cmd << ": " << res.error().message() << "\n";
+    return std::nullopt;
+  }
+  if (res->status < 200 || res->status > 299) {
+    std::cerr << "sigil " << cmd << ": server answered " << res->status << ":\n"
+              << AdminErrorText(*res);
+    return std::nullopt;
+  }
+  auto j = nlohmann::json::parse(res->body, nullptr, false);
+  if (j.is_discarded()) {
+    std::cerr << "sigil " << cmd << ": the server's answer is not JSON\n";
+    return std::nullopt;
+  }
+  return j;
+}
+
+std::string JsonField(const nlohmann::json& j, const char* key, std::string_view missing) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return std::string(missing);
+  return it->is_string() ? it->get<std::string>() : it->dump();
 }
 
 }  // namespace sigil::cli

@@ -5,6 +5,9 @@
 
 #include <optional>
 #include <string>
+#include <string_view>
+
+#include <nlohmann/json.hpp>
 
 #include "cli/flags.h"
 #include "common/result.h"
@@ -33,5 +36,17 @@ Result<AdminResponse> AdminRequest(const AdminEndpoint& endpoint, const std::str
 
 // The server's error text: the "errors" list one per line, or "error", or the raw body.
 std::string AdminErrorText(const AdminResponse& response);
+
+// One request for the command `sigil CMD`: the JSON answer of a 2xx response, else nullopt
+// after printing "sigil CMD: ..." (transport error, the server's error text, or a non-JSON
+// answer) to stderr.
+std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
+                                        const std::string& method, const std::string& path,
+                                        const std::string& body = "",
+                                        const std::string& content_type = "application/json");
+
+// A field of an answer as text: strings as they are, other values as JSON, `missing` when the
+// field is absent or null.
+std::string JsonField(const nlohmann::json& j, const char* key, std::string_view missing = "");
 
 }  // namespace sigil::cli

@@ -21,33 +21,7 @@ int Usage(const FlagSet& flags, const std::string& message) {
 }
 
 // Sends the request; prints transport or server errors (verbatim) and returns nullopt then.
-std::optional<nlohmann::json> Call(std::string_view cmd, const AdminEndpoint& ep,
-                                   const std::string& method, const std::string& path,
-                                   const std::string& body = "",
-                                   const std::string& type = "application/json") {
-  auto res = AdminRequest(ep, method, path, body, type);
-  if (!res.ok()) {
-    std::cerr << "sigil " << cmd << ": " << res.error().message() << "\n";
-    return std::nullopt;
-  }
-  if (res->status < 200 || res->status > 299) {
-    std::cerr << "sigil " << cmd << ": server answered " << res->status << ":\n"
-              << AdminErrorText(*res);
-    return std::nullopt;
-  }
-  auto j = nlohmann::json::parse(res->body, nullptr, false);
-  if (j.is_discarded()) {
-    std::cerr << "sigil " << cmd << ": the server's answer is not JSON\n";
-    return std::nullopt;
-  }
-  return j;
-}
-
-std::string Str(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return "";
-  return it->is_string() ? it->get<std::string>() : it->dump();
-}
+std::string Str(const nlohmann::json& j, const char* key) { return JsonField(j, key); }
 
 std::string Pad(std::string s, size_t n) {
   if (s.size() < n) s.resize(n, ' ');
@@ -78,8 +52,8 @@ int Apply(std::span<const std::string> args) {
     }
     text = std::move(*read);
   }
-  auto j =
-      Call("apply", ep, "POST", std::string(kResourcePath) + "apply", text, "application/yaml");
+  auto j = AdminCall("apply", ep, "POST", std::string(kResourcePath) + "apply", text,
+                     "application/yaml");
   if (!j) return kExitFailure;
   for (const auto& r : (*j)["results"]) {
     std::cout << Str(r, "kind") << "/" << Str(r, "name") << " "
@@ -104,7 +78,7 @@ int Get(std::span<const std::string> args) {
     return Usage(flags, "-o: must be table, yaml or json");
   }
   std::string path = std::string(kResourcePath) + pos[0] + (pos.size() == 2 ? "/" + pos[1] : "");
-  auto j = Call("get", ep, "GET", path);
+  auto j = AdminCall("get", ep, "GET", path);
   if (!j) return kExitFailure;
   std::vector<nlohmann::json> items;
   if (pos.size() == 2) {
@@ -146,7 +120,7 @@ int Delete(std::span<const std::string> args) {
   ep.AddFlags(flags);
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (pos.size() != 2) return Usage(flags, "delete takes KIND and NAME");
-  auto j = Call("delete", ep, "DELETE", std::string(kResourcePath) + pos[0] + "/" + pos[1]);
+  auto j = AdminCall("delete", ep, "DELETE", std::string(kResourcePath) + pos[0] + "/" + pos[1]);
   if (!j) return kExitFailure;
   std::cout << Str(*j, "kind") << "/" << Str(*j, "name") << " deleted\n";
   return kExitOk;
@@ -158,10 +132,4 @@ int RunApply(std::span<const std::string> args) { return Apply(args); }
 int RunGet(std::span<const std::string> args) { return Get(args); }
 int RunDelete(std::span<const std::string> args) { return Delete(args); }
 
-// Shared with admin_ops_commands.cc.
-std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
-                                        const std::string& method, const std::string& path,
-                                        const std::string& body) {
-  return Call(cmd, ep, method, path, body);
-}
 }  // namespace sigil::cli

@@ -10,18 +10,9 @@
 
 namespace sigil::cli {
 
-// admin_commands.cc
-std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
-                                        const std::string& method, const std::string& path,
-                                        const std::string& body);
-
 namespace {
 
-std::string Str(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || it->is_null()) return "";
-  return it->is_string() ? it->get<std::string>() : it->dump();
-}
+std::string Str(const nlohmann::json& j, const char* key) { return JsonField(j, key); }
 
 int TokenCreate(std::span<const std::string> args) {
   AdminEndpoint ep;

@@ -21,11 +21,6 @@
 
 namespace sigil::cli {
 
-// admin_commands.cc
-std::optional<nlohmann::json> AdminCall(std::string_view cmd, const AdminEndpoint& ep,
-                                        const std::string& method, const std::string& path,
-                                        const std::string& body);
-
 namespace {
 
 // The server's bound (kMaxCredentialSecretBytes) plus a trailing CR LF, which is dropped.
