@@ -3,34 +3,15 @@
 //   POST /api/v1/ca/rotate  {"activateAfter": "10m" | seconds, "force": bool}
 #include "common/duration.h"
 #include "server/admin_internal.h"
+#include "server/ca_state.h"
 
 namespace sigil::server::admin {
 namespace {
 
-nlohmann::json Time(const std::optional<TimePoint>& t) {
-  return t ? nlohmann::json(FormatRfc3339(*t)) : nlohmann::json(nullptr);
-}
-
-nlohmann::json GenerationJson(const core::GenerationInfo& g) {
-  return {{"role", core::RoleName(g.role)},
-          {"caSha256", g.ca_sha256},
-          {"rootSha256", g.root_sha256},
-          {"jwtKid", g.jwt_kid},
-          {"notBefore", FormatRfc3339(g.not_before)},
-          {"notAfter", FormatRfc3339(g.not_after)},
-          {"activateAt", Time(g.activate_at)},
-          {"activationScheduled", g.scheduled},
-          {"x509IssuedUntil", Time(g.x509_issued_until)},
-          {"jwtIssuedUntil", Time(g.jwt_issued_until)},
-          {"leavesBundleAt", Time(g.leaves_bundle_at)}};
-}
-
 nlohmann::json StatusJson(const CaRotationStatus& status) {
-  nlohmann::json gens = nlohmann::json::array();
-  for (const auto& g : status.generations) gens.push_back(GenerationJson(g));
-  return {{"now", FormatRfc3339(status.now)},
-          {"bundleSequence", status.bundle_sequence},
-          {"generations", std::move(gens)}};
+  nlohmann::json out = CaGenerationsJson(status.bundle_sequence, status.generations);
+  out["now"] = FormatRfc3339(status.now);
+  return out;
 }
 
 void Rotate(ControlPlane& cp, Logger& log, const httplib::Request& req, httplib::Response& res,
@@ -66,11 +47,12 @@ void Rotate(ControlPlane& cp, Logger& log, const httplib::Request& req, httplib:
   }
   auto prepared = cp.RotateCa(activate_after, force, caller.spiffe_id);
   if (!prepared.ok()) return SendError(res, prepared.error());
-  log.Info("ca.rotate.prepare", {{"ca_sha256", prepared->ca_sha256},
-                                 {"activate_at", Time(prepared->activate_at)},
-                                 {"actor", caller.spiffe_id}});
+  log.Info("ca.rotate.prepare",
+           {{"ca_sha256", prepared->ca_sha256},
+            {"activate_at", prepared->activate_at ? FormatRfc3339(*prepared->activate_at) : ""},
+            {"actor", caller.spiffe_id}});
   SendJson(res, 200,
-           {{"prepared", GenerationJson(*prepared)}, {"status", StatusJson(cp.CaStatus())}});
+           {{"prepared", CaGenerationJson(*prepared)}, {"status", StatusJson(cp.CaStatus())}});
 }
 
 }  // namespace

@@ -7,9 +7,11 @@
 // lands; the other gets Aborted, re-reads the stored set and runs its step again on it (which
 // usually finds nothing left to do). The CaState change also reaches every other replica
 // through the change log (LISTEN/NOTIFY with PostgreSQL), which re-reads the set at once.
-// docs/operations.md, "Several replicas".
+// docs/operations.md, "Several server replicas".
 #include <nlohmann/json.hpp>
 
+#include "common/duration.h"
+#include "server/ca_state.h"
 #include "server/control_plane.h"
 
 namespace sigil::server {
@@ -19,24 +21,12 @@ namespace {
 // unless something is badly wrong.
 constexpr int kMaxAuthorityAttempts = 8;
 
-nlohmann::json UnixOrNull(const std::optional<TimePoint>& t) {
-  return t ? nlohmann::json(ToUnixSeconds(*t)) : nlohmann::json(nullptr);
+std::string CaStateSpec(const core::AuthoritySet& set) {
+  return CaGenerationsJson(set.Bundle().sequence(), set.Generations()).dump();
 }
 
-std::string CaStateSpec(const core::AuthoritySet& set) {
-  nlohmann::json generations = nlohmann::json::array();
-  for (const core::GenerationInfo& g : set.Generations()) {
-    generations.push_back({{"role", core::RoleName(g.role)},
-                           {"caSha256", g.ca_sha256},
-                           {"rootSha256", g.root_sha256},
-                           {"jwtKid", g.jwt_kid},
-                           {"notAfter", ToUnixSeconds(g.not_after)},
-                           {"activateAt", UnixOrNull(g.activate_at)},
-                           {"x509IssuedUntil", UnixOrNull(g.x509_issued_until)},
-                           {"jwtIssuedUntil", UnixOrNull(g.jwt_issued_until)}});
-  }
-  return nlohmann::json{{"bundleSequence", set.Bundle().sequence()}, {"generations", generations}}
-      .dump();
+nlohmann::json Time(const std::optional<TimePoint>& t) {
+  return t ? nlohmann::json(FormatRfc3339(*t)) : nlohmann::json(nullptr);
 }
 
 }  // namespace
@@ -181,6 +171,27 @@ Result<void> ControlPlane::LoadOrCreateAuthorities() {
   return Error(ErrorCode::kAborted,
                "loading the CA: the CA state kept changing while this server started (other "
                "replicas starting at the same time); start it again");
+}
+
+nlohmann::json CaGenerationJson(const core::GenerationInfo& g) {
+  return {{"role", core::RoleName(g.role)},
+          {"caSha256", g.ca_sha256},
+          {"rootSha256", g.root_sha256},
+          {"jwtKid", g.jwt_kid},
+          {"notBefore", FormatRfc3339(g.not_before)},
+          {"notAfter", FormatRfc3339(g.not_after)},
+          {"activateAt", Time(g.activate_at)},
+          {"activationScheduled", g.scheduled},
+          {"x509IssuedUntil", Time(g.x509_issued_until)},
+          {"jwtIssuedUntil", Time(g.jwt_issued_until)},
+          {"leavesBundleAt", Time(g.leaves_bundle_at)}};
+}
+
+nlohmann::json CaGenerationsJson(uint64_t bundle_sequence,
+                                 const std::vector<core::GenerationInfo>& generations) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& g : generations) out.push_back(CaGenerationJson(g));
+  return {{"bundleSequence", bundle_sequence}, {"generations", std::move(out)}};
 }
 
 }  // namespace sigil::server

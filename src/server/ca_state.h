@@ -1,0 +1,23 @@
+// The public description of the authority set's generations, as the admin API prints it
+// (`sigil ca status`) and as the CaState resource stores it next to the sealed set
+// (authority_store.cc). No key material.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "core/authority_set.h"
+
+namespace sigil::server {
+
+// {"role", "caSha256", "rootSha256", "jwtKid", "notBefore", "notAfter", "activateAt",
+//  "activationScheduled", "x509IssuedUntil", "jwtIssuedUntil", "leavesBundleAt"}; times are
+// RFC 3339, absent ones null.
+nlohmann::json CaGenerationJson(const core::GenerationInfo& g);
+// {"bundleSequence", "generations": [CaGenerationJson...]}.
+nlohmann::json CaGenerationsJson(uint64_t bundle_sequence,
+                                 const std::vector<core::GenerationInfo>& generations);
+
+}  // namespace sigil::server
