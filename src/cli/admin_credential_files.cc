@@ -15,6 +15,15 @@ constexpr std::chrono::seconds kRetryAfterFailure{60};
 
 }  // namespace
 
+Result<void> WriteAdminCredential(server::ControlPlane& cp, const std::string& dir,
+                                  bool read_only) {
+  SIGIL_TRY(MakeDirs(dir, 0700));
+  SIGIL_ASSIGN_OR_RETURN(auto cred, cp.IssueAdminCredential(read_only, "server"));
+  SIGIL_TRY(WriteFileAtomic(dir + "/key.pem", cred.key_pem.view(), 0600));
+  SIGIL_TRY(WriteFileAtomic(dir + "/cert.pem", cred.chain_pem, 0600));
+  return {};
+}
+
 Result<bool> AdminCredentialFiles::RenewIfDue() {
   const auto steady_now = std::chrono::steady_clock::now();
   if (steady_now < retry_after_) return false;

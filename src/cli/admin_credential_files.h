@@ -17,6 +17,10 @@
 
 namespace sigil::cli {
 
+// Issues a new admin credential (read-only or read-write) into DIR (created 0700):
+// key.pem and cert.pem, both 0600. On first start and by `sigil server restore`.
+Result<void> WriteAdminCredential(server::ControlPlane& cp, const std::string& dir, bool read_only);
+
 class AdminCredentialFiles {
  public:
   AdminCredentialFiles(server::ControlPlane& cp, std::string dir, bool read_only)

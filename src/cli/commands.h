@@ -16,6 +16,9 @@ int RunPki(std::span<const std::string> args);
 
 // `sigil server`: the control plane (server_command.cc).
 int RunServer(std::span<const std::string> args);
+// `sigil server backup` / `sigil server restore` (store_backup.cc).
+int RunServerBackup(std::span<const std::string> args);
+int RunServerRestore(std::span<const std::string> args);
 // Admin API clients (admin_commands.cc, admin_ops_commands.cc).
 int RunApply(std::span<const std::string> args);
 int RunGet(std::span<const std::string> args);

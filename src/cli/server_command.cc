@@ -24,6 +24,7 @@
 #include "cli/commands.h"
 #include "cli/daemon.h"
 #include "cli/flags.h"
+#include "cli/store_backup.h"
 #include "common/duration.h"
 #include "common/file_util.h"
 #include "common/host_port.h"
@@ -38,7 +39,6 @@
 namespace sigil::cli {
 namespace {
 
-constexpr std::string_view kTrustDomainBlob = "config/trust-domain";
 constexpr int kDefaultMetricsPort = 9090;
 
 // The trust domain: from the store after the first start, else from --trust-domain.
@@ -67,14 +67,6 @@ Result<core::TrustDomain> ResolveTrustDomain(store::Store& store, const std::str
                     std::span(&e, 1)));
   *first = true;
   return td;
-}
-
-Result<void> WriteCredential(server::ControlPlane& cp, const std::string& dir, bool read_only) {
-  SIGIL_TRY(MakeDirs(dir, 0700));
-  SIGIL_ASSIGN_OR_RETURN(auto cred, cp.IssueAdminCredential(read_only, "server"));
-  SIGIL_TRY(WriteFileAtomic(dir + "/key.pem", cred.key_pem.view(), 0600));
-  SIGIL_TRY(WriteFileAtomic(dir + "/cert.pem", cred.chain_pem, 0600));
-  return {};
 }
 
 Result<void> WriteBundle(server::ControlPlane& cp, const std::string& dir) {
@@ -252,10 +244,11 @@ int Serve(const Flags& f, server::Logger& log) {
   }
   if (auto r = MakeDirs(f.data_dir, 0700); !r.ok()) return fail("data-dir", r.error());
   ::chmod(f.data_dir.c_str(), 0700);
-  auto kek = core::Kek::LoadOrCreate(f.kek_file.empty() ? f.data_dir + "/kek" : f.kek_file);
-  if (!kek.ok()) return fail("kek", kek.error());
   auto store = store::OpenStoreUrl(f.store.empty() ? f.data_dir + "/sigil.db" : f.store);
   if (!store.ok()) return fail("store", store.error());
+  // Never a new KEK for a store that already holds sealed secrets (e.g. a restored one).
+  auto kek = LoadKekForStore(**store, f.kek_file.empty() ? f.data_dir + "/kek" : f.kek_file);
+  if (!kek.ok()) return fail("kek", kek.error());
   bool first = false;
   auto td = ResolveTrustDomain(**store, f.trust_domain, &first);
   if (!td.ok()) return fail("trust-domain", td.error());
@@ -273,7 +266,7 @@ int Serve(const Flags& f, server::Logger& log) {
   const std::string readonly_dir = f.data_dir + "/admin-readonly";
   if (first || plane.created_authorities()) {
     for (auto [dir, ro] : {std::pair{admin_dir, false}, std::pair{readonly_dir, true}}) {
-      if (auto r = WriteCredential(plane, dir, ro); !r.ok())
+      if (auto r = WriteAdminCredential(plane, dir, ro); !r.ok())
         return fail("admin-credential", r.error());
     }
     log.Info("server.init", {{"trust_domain", td->name()},
@@ -377,6 +370,8 @@ int Serve(const Flags& f, server::Logger& log) {
 }  // namespace
 
 int RunServer(std::span<const std::string> args) {
+  if (!args.empty() && args[0] == "backup") return RunServerBackup(args.subspan(1));
+  if (!args.empty() && args[0] == "restore") return RunServerRestore(args.subspan(1));
   Flags f;
   FlagSet flags(
       "server --data-dir DIR [--config FILE] [--trust-domain TD] [--store URL] "
@@ -386,7 +381,8 @@ int RunServer(std::span<const std::string> args) {
       "[--node-svid-ttl DUR] [--node-rejoin-grace DUR] [--admin-cert-ttl DUR] "
       "[--ready-file PATH]",
       "Run the Sigil control plane. The first start creates the data directory, the KEK, the "
-      "CA and the admin credentials (DIR/admin, DIR/admin-readonly).");
+      "CA and the admin credentials (DIR/admin, DIR/admin-readonly). See also `sigil server "
+      "backup` and `sigil server restore`.");
   flags.ConfigFile(
       "YAML file of flag values (keys are the flag names without --; command-line "
       "flags win)");

@@ -45,6 +45,15 @@ Result<Kek> Kek::LoadOrCreate(const std::string& path) {
     SIGIL_TRY(WriteFileAtomic(path, fresh.view(), 0600, Overwrite::kRefuse));
     return Kek(std::move(fresh));
   }
+  return Load(path);
+}
+
+Result<Kek> Kek::Load(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    if (errno == ENOENT) return NotFound("kek: " + path + " does not exist");
+    return Internal("kek: stat " + path + ": " + std::strerror(errno));
+  }
   if ((st.st_mode & 0077) != 0) {
     return PermissionDenied("kek: " + path + " is accessible by group or others (chmod 600 it)");
   }
@@ -54,6 +63,14 @@ Result<Kek> Kek::LoadOrCreate(const std::string& path) {
                            std::to_string(key.size()));
   }
   return Kek(std::move(key));
+}
+
+std::optional<std::string> Kek::SealedKeyId(std::span<const uint8_t> sealed) {
+  if (sealed.size() < kHeaderBytes + kTagBytes ||
+      std::memcmp(sealed.data(), kMagic.data(), kMagic.size()) != 0) {
+    return std::nullopt;
+  }
+  return HexEncode(sealed.subspan(kMagic.size(), kKeyIdBytes));
 }
 
 std::string Kek::KeyId() const { return HexEncode(key_id_); }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -27,7 +28,13 @@ class Kek {
   // Reads a 32-byte KEK from `path`; if the file does not exist, creates it (0600) with fresh
   // random bytes. Refuses a file that is group/world accessible or not exactly 32 bytes.
   static Result<Kek> LoadOrCreate(const std::string& path);
+  // The same checks, but a missing file is NotFound (never a new key): for a store that already
+  // holds blobs sealed under some KEK.
+  static Result<Kek> Load(const std::string& path);
   static Result<Kek> FromBytes(SecretBytes key);
+  // Lowercase hex of the key id a sealed blob names (no key needed); nullopt if `sealed` is
+  // not a sealed blob.
+  static std::optional<std::string> SealedKeyId(std::span<const uint8_t> sealed);
 
   // Lowercase hex of the 4-byte key id.
   std::string KeyId() const;

@@ -3,6 +3,7 @@
 #include "store/pg_store.h"
 
 #include <algorithm>
+#include <limits>
 #include <thread>
 #include <utility>
 
@@ -284,6 +285,32 @@ Result<uint64_t> PostgresStore::CompactChanges(uint64_t keep_revisions) {
                           PgParams().Int(t)));
         return target;
       });
+}
+
+Result<uint64_t> PostgresStore::BumpRevision(uint64_t by, std::span<const AuditEvent> audit) {
+  if (by == 0) return InvalidArgument("store: revision bump must be positive");
+  auto result =
+      Run<uint64_t>("bump revision", TxnMode::kWrite, [&](PgConnection& c) -> Result<uint64_t> {
+        SIGIL_ASSIGN_OR_RETURN(uint64_t current, LockRevision(c));
+        if (by > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - current) {
+          return InvalidArgument("store: revision " + std::to_string(current) + " + " +
+                                 std::to_string(by) + " does not fit in an int64");
+        }
+        const uint64_t target = current + by;
+        const auto t = static_cast<int64_t>(target);
+        SIGIL_TRY(c.Query("bump revision", "DELETE FROM changes"));
+        SIGIL_TRY(c.Query("bump revision",
+                          "UPDATE meta SET value = $1 WHERE key IN ('revision', "
+                          "'compacted_revision')",
+                          PgParams().Int(t)));
+        SIGIL_TRY(
+            c.Query("notify", "SELECT pg_notify($1, $2)",
+                    PgParams().Text(internal::kPgChangeChannel).Text(std::to_string(target))));
+        SIGIL_TRY(AppendAuditTx(c, audit));
+        return target;
+      });
+  if (result.ok()) NotifyRevision(*result);
+  return result;
 }
 
 void PostgresStore::NotifyRevision(uint64_t revision) {

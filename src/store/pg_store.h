@@ -120,6 +120,7 @@ class PostgresStore final : public Store {
   // invariants: the meta rows exist, no resource or change is newer than the revision, the
   // compaction horizon is not, and the audit counter matches the newest record.
   Result<void> IntegrityCheck() override;
+  Result<uint64_t> BumpRevision(uint64_t by, std::span<const AuditEvent> audit) override;
 
   // The connection target without the password, e.g. "postgres://sigil@db:5432/sigil".
   const std::string& display_name() const;

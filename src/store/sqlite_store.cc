@@ -248,6 +248,29 @@ Result<uint64_t> SqliteStore::CompactChanges(uint64_t keep_revisions) {
   });
 }
 
+Result<uint64_t> SqliteStore::BumpRevision(uint64_t by, std::span<const AuditEvent> audit) {
+  if (by == 0) return InvalidArgument("store: revision bump must be positive");
+  auto result = [&] {
+    std::lock_guard lock(mu_);
+    return InWriteTxn([&]() -> Result<uint64_t> {
+      SIGIL_ASSIGN_OR_RETURN(uint64_t current, ReadMeta("revision"));
+      if (by > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) - current) {
+        return InvalidArgument("store: revision " + std::to_string(current) + " + " +
+                               std::to_string(by) + " does not fit in an int64");
+      }
+      const uint64_t target = current + by;
+      SIGIL_ASSIGN_OR_RETURN(auto del, conn_->Prepare("DELETE FROM changes"));
+      SIGIL_TRY(del.Run());
+      SIGIL_TRY(WriteMeta("revision", target));
+      SIGIL_TRY(WriteMeta("compacted_revision", target));
+      SIGIL_TRY(AppendAuditLocked(audit));
+      return target;
+    });
+  }();
+  if (result.ok()) NotifyRevision(*result);
+  return result;
+}
+
 void SqliteStore::NotifyRevision(uint64_t revision) {
   {
     std::lock_guard lock(notify_mu_);

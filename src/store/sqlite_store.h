@@ -77,6 +77,7 @@ class SqliteStore final : public Store {
   Result<AuditHead> GetAuditHead() override;
 
   Result<void> IntegrityCheck() override;
+  Result<uint64_t> BumpRevision(uint64_t by, std::span<const AuditEvent> audit) override;
 
  private:
   SqliteStore(std::unique_ptr<internal::Connection> conn, std::string path,

@@ -303,6 +303,15 @@ class Store {
   // Physical consistency check of the database (PRAGMA integrity_check in SQLite).
   // FailedPrecondition carrying the first problems if the database is damaged.
   virtual Result<void> IntegrityCheck() = 0;
+
+  // --- Restore (`sigil server restore`, docs/operations.md "Backup and restore") ---
+  // For a store just restored from a backup, before any server uses it: moves the revision
+  // forward by `by` (> 0) and marks everything up to the new revision compacted (the change
+  // log is emptied), with `audit` in the same transaction. Revisions and resource versions the
+  // old store handed out after the backup are thus never reused, and every Sync resume from
+  // before the restore gets a fresh snapshot. Returns the new revision; InvalidArgument if it
+  // would not fit in an int64.
+  virtual Result<uint64_t> BumpRevision(uint64_t by, std::span<const AuditEvent> audit) = 0;
 };
 
 std::string_view WriteOpName(WriteOp op);             // "upsert" / "delete"
