@@ -264,14 +264,28 @@ int Serve(const Flags& f, server::Logger& log) {
   server::ControlPlane& plane = **cp;
   const std::string admin_dir = f.data_dir + "/admin";
   const std::string readonly_dir = f.data_dir + "/admin-readonly";
-  if (first || plane.created_authorities()) {
-    for (auto [dir, ro] : {std::pair{admin_dir, false}, std::pair{readonly_dir, true}}) {
-      if (auto r = WriteAdminCredential(plane, dir, ro); !r.ok())
-        return fail("admin-credential", r.error());
+  // Admin credentials: on the first start, and for a data directory that has none yet (another
+  // replica on the same store, or a server moved to a new host): whoever runs the server with
+  // the store and its KEK holds the CA anyway.
+  const bool init = first || plane.created_authorities();
+  std::vector<std::string> written;
+  for (auto [dir, ro] : {std::pair{admin_dir, false}, std::pair{readonly_dir, true}}) {
+    struct stat st {};
+    if (!init && ::stat((dir + "/cert.pem").c_str(), &st) == 0) continue;
+    if (auto r = WriteAdminCredential(plane, dir, ro); !r.ok()) {
+      return fail("admin-credential", r.error());
     }
+    written.push_back(dir);
+  }
+  if (init) {
     log.Info("server.init", {{"trust_domain", td->name()},
                              {"admin_credentials", admin_dir},
                              {"readonly_credentials", readonly_dir}});
+  } else if (!written.empty()) {
+    log.Info("admin.credential.create",
+             {{"dirs", written}, {"reason", "none in this data directory yet"}});
+  }
+  if (!written.empty()) {
     std::cout << "Admin credentials written to " << admin_dir << " (read-only: " << readonly_dir
               << ")\n"
               << std::flush;
