@@ -59,7 +59,11 @@ int ServeAgent(AgentFlags f, Logger& log) {
     f.join_token = std::string(v);
   }
   agent::AgentOptions options;
-  options.server = f.server;
+  if (!f.server.empty()) {
+    auto servers = agent::ParseServerAddresses("--server", f.server);
+    if (!servers.ok()) return fail("flags", servers.error());
+    options.servers = std::move(servers).value();
+  }
   options.data_dir = f.data_dir;
   options.join_token = f.join_token;
   options.node_name = f.node_name;
@@ -132,7 +136,8 @@ int ServeAgent(AgentFlags f, Logger& log) {
 int RunAgent(std::span<const std::string> args) {
   AgentFlags f;
   FlagSet flags(
-      "agent --server HOST:PORT [--join-token TOKEN | --join-token-file FILE] [--data-dir DIR] "
+      "agent --server HOST:PORT[,HOST:PORT...] [--join-token TOKEN | --join-token-file FILE] "
+      "[--data-dir DIR] "
       "[--socket PATH] [--node-name NAME] [--health-listen HOST:PORT] [--log-format text|json] "
       "[--ready-file PATH] [--creds-mount DIR] [--config FILE]",
       "Run the node agent: join the server once (join token), then restart from the stored node "
@@ -141,7 +146,9 @@ int RunAgent(std::span<const std::string> args) {
   flags.ConfigFile(
       "YAML file of flag values, e.g. `manage-cgroup: [/sys/fs/cgroup/system.slice/x.service]` "
       "(keys are the flag names without --; command-line flags win)");
-  flags.String("server", &f.server, "agent API address of the server (required on first start)");
+  flags.String("server", &f.server,
+               "agent API address of the server, or of several replicas as HOST:PORT,HOST:PORT,... "
+               "(required on first start; given later, it replaces the stored addresses)");
   flags.String("join-token", &f.join_token, "join token (first start; see `sigil token create`)");
   flags.String("join-token-file", &f.join_token_file,
                "read the join token from this file instead (keeps it out of ps output)");

@@ -23,11 +23,20 @@ constexpr size_t kMaxLoggedErrors = 3;
 // Each wait gets up to 25 % jitter on top, never less.
 constexpr std::chrono::seconds kRejoinRetry{30};
 constexpr std::chrono::seconds kRejoinRetryRefused{300};
+// Sync after a failover to an address not tried yet: a short random pause instead of the backoff
+// (agents that lost the same replica do not all arrive at the same millisecond).
+constexpr int64_t kFailoverJitterMs = 100;
 
 std::string HostName() {
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) != 0 || host[0] == '\0') return "node";
   return host;
+}
+
+// The server could not be reached or did not answer in time: another replica may.
+bool ServerUnreachable(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
 }
 
 Result<std::vector<core::Certificate>> ChainFromDer(const std::string& der) {
@@ -76,8 +85,11 @@ Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomai
         req.set_spiffe_id(spiffe_id);
         *req.mutable_process() = process;
         pb::SignWorkloadSVIDResponse resp;
-        auto ctx = ServerConnection::Context();
-        grpc::Status st = connection()->stub().SignWorkloadSVID(ctx.get(), req, &resp);
+        grpc::Status st = CallServer("SignWorkloadSVID", [&](ServerConnection& conn) {
+          resp.Clear();
+          auto ctx = ServerConnection::Context();
+          return conn.stub().SignWorkloadSVID(ctx.get(), req, &resp);
+        });
         if (!st.ok()) return FromGrpcStatus(st, "SignWorkloadSVID " + spiffe_id);
         return ChainFromDer(resp.svid_chain());
       },
@@ -88,8 +100,11 @@ Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomai
         for (const auto& a : audience) req.add_audience(a);
         *req.mutable_process() = process;
         pb::MintJWTSVIDResponse resp;
-        auto ctx = ServerConnection::Context();
-        grpc::Status st = connection()->stub().MintJWTSVID(ctx.get(), req, &resp);
+        grpc::Status st = CallServer("MintJWTSVID", [&](ServerConnection& conn) {
+          resp.Clear();
+          auto ctx = ServerConnection::Context();
+          return conn.stub().MintJWTSVID(ctx.get(), req, &resp);
+        });
         if (!st.ok()) return FromGrpcStatus(st, "MintJWTSVID " + spiffe_id);
         return std::pair{resp.token(), FromUnixSeconds(resp.expires_at())};
       },
@@ -101,11 +116,18 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
   if (options.node_name.empty()) options.node_name = HostName();
   SIGIL_ASSIGN_OR_RETURN(std::optional<NodeState> stored, LoadNodeState(options.data_dir));
   NodeState node;
+  size_t start_index = 0;  // the address that answered the join; else the first
   if (stored) {
     node = std::move(*stored);
-    if (!options.server.empty() && options.server != node.server) {
-      log.Info("agent.server.changed", {{"from", node.server}, {"to", options.server}});
-      node.server = options.server;
+    if (!options.servers.empty() && options.servers != node.servers) {
+      // --server on a restart replaces the stored list (e.g. to add replicas).
+      SIGIL_TRY(ValidateServerAddresses("--server", options.servers));
+      log.Info("agent.server.changed", {{"from", JoinServerAddresses(node.servers)},
+                                        {"to", JoinServerAddresses(options.servers)}});
+      node.servers = options.servers;
+      if (auto r = SaveNodeMeta(options.data_dir, node); !r.ok()) {
+        return r.error().WithContext("saving the server addresses");
+      }
     }
     if (!options.join_token.empty()) {
       log.Warn("agent.join_token.ignored",
@@ -119,25 +141,51 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
                                 "token create --node " +
                                 options.node_name + ")");
     }
-    if (options.server.empty()) return InvalidArgument("--server is required on first start");
+    if (options.servers.empty()) return InvalidArgument("--server is required on first start");
+    SIGIL_TRY(ValidateServerAddresses("--server", options.servers));
     SIGIL_ASSIGN_OR_RETURN(core::JoinToken token, core::JoinToken::Parse(options.join_token));
-    SIGIL_ASSIGN_OR_RETURN(PinnedServer pinned,
-                           FetchPinnedRoot(options.server, token, options.connect_timeout));
     SIGIL_ASSIGN_OR_RETURN(auto key, core::PrivateKey::Generate(core::KeyType::kEcP256));
     SIGIL_ASSIGN_OR_RETURN(auto csr, core::CreateCsrDer(key));
-    SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(options.server, pinned.trust_domain,
-                                                             pinned.root.ToPem(), "", {}));
     pb::JoinRequest req;
     req.set_token(std::string(token.Text().view()));
     req.set_node_name(options.node_name);
     req.set_csr(std::string(csr.begin(), csr.end()));
+    // Each address in order until one answers: a replica that cannot be reached is skipped,
+    // any other answer (a refusal included) ends the search.
+    std::optional<PinnedServer> pinned;
     pb::JoinResponse resp;
-    auto ctx = ServerConnection::Context();
-    grpc::Status st = conn->stub().Join(ctx.get(), req, &resp);
-    if (!st.ok()) return FromGrpcStatus(st, "join " + options.server);
+    std::optional<Error> unreachable;
+    for (size_t i = 0; i < options.servers.size() && !pinned; ++i) {
+      const std::string& address = options.servers[i];
+      auto fetched = FetchPinnedRoot(address, token, options.connect_timeout);
+      if (!fetched.ok()) {
+        if (fetched.error().code() != ErrorCode::kUnavailable) return std::move(fetched).error();
+        log.Warn("join.server.unreachable",
+                 {{"server", address}, {"error", fetched.error().message()}});
+        unreachable = std::move(fetched).error();
+        continue;
+      }
+      SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(address, fetched->trust_domain,
+                                                               fetched->root.ToPem(), "", {}));
+      resp.Clear();
+      auto ctx = ServerConnection::Context();
+      grpc::Status st = conn->stub().Join(ctx.get(), req, &resp);
+      if (st.error_code() == grpc::StatusCode::UNAVAILABLE) {
+        log.Warn("join.server.unreachable", {{"server", address}, {"error", st.error_message()}});
+        unreachable = FromGrpcStatus(st, "join " + address);
+        continue;
+      }
+      if (!st.ok()) return FromGrpcStatus(st, "join " + address);
+      pinned = std::move(*fetched);
+      start_index = i;
+    }
+    if (!pinned) {
+      return unreachable->WithContext("join: no server answered (tried " +
+                                      std::to_string(options.servers.size()) + ")");
+    }
     SIGIL_ASSIGN_OR_RETURN(auto chain, ChainFromDer(resp.svid_chain()));
     SIGIL_ASSIGN_OR_RETURN(
-        auto bundle, core::TrustBundle::ParseJwks(pinned.trust_domain, resp.trust_bundle_jwks()));
+        auto bundle, core::TrustBundle::ParseJwks(pinned->trust_domain, resp.trust_bundle_jwks()));
     core::BundleSet bundles;
     bundles.Put(std::make_shared<core::TrustBundle>(bundle));
     SIGIL_ASSIGN_OR_RETURN(auto id, core::VerifyX509Svid(chain, bundles, options.clock->Now()));
@@ -145,21 +193,22 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
     if (id.str() != resp.spiffe_id() || leaf_key.ToDer() != key.Public().ToDer()) {
       return Internal("join: the server returned an SVID for another identity or key");
     }
-    node.server = options.server;
+    node.servers = options.servers;
     node.node_name = options.node_name;
     node.spiffe_id = id.str();
-    node.trust_domain = pinned.trust_domain.name();
+    node.trust_domain = pinned->trust_domain.name();
     node.chain_pem = core::CertificatesToPem(chain);
     SIGIL_ASSIGN_OR_RETURN(node.key_pem, key.ToPkcs8Pem());
     node.bundle_jwks = resp.trust_bundle_jwks();
     SIGIL_TRY(SaveNodeState(options.data_dir, node));
     log.Info("agent.joined", {{"node", node.node_name},
                               {"spiffe_id", node.spiffe_id},
-                              {"server", node.server},
+                              {"server", node.servers[start_index]},
                               {"expires", ToUnixSeconds(chain.front().NotAfter())}});
   }
   SIGIL_ASSIGN_OR_RETURN(auto td, core::TrustDomain::Parse(node.trust_domain));
   std::unique_ptr<Agent> agent(new Agent(std::move(options), log, std::move(node), td));
+  agent->addresses_ = std::make_unique<ServerAddresses>(agent->node_.servers, start_index);
   if (!agent->node_.bundle_jwks.empty()) {
     if (auto r = agent->state_.SetBundleJwks(agent->node_.bundle_jwks); !r.ok()) {
       return r.error().WithContext(agent->options_.data_dir + "/bundle.jwks");
@@ -172,13 +221,14 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
   SIGIL_TRY(agent->Connect());
   log.Info("agent.start", {{"node", agent->node_.node_name},
                            {"spiffe_id", agent->node_.spiffe_id},
-                           {"server", agent->node_.server},
+                           {"server", agent->addresses_->Current().address},
+                           {"servers", JoinServerAddresses(agent->node_.servers)},
                            {"node_svid_expires", ToUnixSeconds(agent->node_not_after_)}});
   agent->sync_thread_ = std::thread([a = agent.get()] { a->SyncLoop(); });
   agent->maintenance_thread_ = std::thread([a = agent.get()] { a->MaintenanceLoop(); });
   agent->reporter_ = std::make_unique<EventReporter>(
       [a = agent.get()](const pb::ReportEventsRequest& request) -> Result<void> {
-        auto conn = a->connection();
+        auto [conn, epoch] = a->link();
         if (!conn) return Unavailable("no server connection");
         grpc::ClientContext ctx;
         ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
@@ -187,6 +237,8 @@ Result<std::unique_ptr<Agent>> Agent::Start(AgentOptions options, Logger& log) {
         if (st.error_code() == grpc::StatusCode::INVALID_ARGUMENT) {
           return InvalidArgument(st.error_message());
         }
+        // Not repeated here: the reporter retries by itself, on the next address after this.
+        if (ServerUnreachable(st)) a->FailoverFrom(epoch, "ReportEvents", st);
         if (!st.ok()) return Unavailable("ReportEvents: " + st.error_message());
         return {};
       },
@@ -244,25 +296,75 @@ std::string Agent::RootsPem() const {
 }
 
 Result<void> Agent::Connect() {
+  std::lock_guard connect(connect_mu_);
+  return ConnectLocked();
+}
+
+Result<void> Agent::ConnectLocked() {
   std::string roots = RootsPem();
   if (roots.empty()) return FailedPrecondition("no trust bundle yet (" + options_.data_dir + ")");
   NodeState copy;
   {
     std::lock_guard lock(mu_);
-    copy.server = node_.server;
     copy.chain_pem = node_.chain_pem;
     copy.key_pem = SecretBytes::Copy(node_.key_pem.view());
   }
-  SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(copy.server, trust_domain_, roots,
+  // Stable while connect_mu_ is held: only FailoverFrom moves it, under the same lock.
+  const ServerAddresses::Selection address = addresses_->Current();
+  SIGIL_ASSIGN_OR_RETURN(auto conn, ServerConnection::Open(address.address, trust_domain_, roots,
                                                            copy.chain_pem, copy.key_pem));
   std::lock_guard lock(mu_);
   conn_ = std::move(conn);
+  conn_epoch_ = address.epoch;
   return Ok();
 }
 
-std::shared_ptr<ServerConnection> Agent::connection() const {
+Agent::Link Agent::link() const {
   std::lock_guard lock(mu_);
-  return conn_;
+  return {conn_, conn_epoch_};
+}
+
+bool Agent::FailoverFrom(uint64_t epoch, std::string_view what, const grpc::Status& status) {
+  if (stopping_.load()) return false;
+  {
+    std::lock_guard connect(connect_mu_);
+    if (auto move = addresses_->Advance(epoch)) {
+      log_.Warn("server.failover", {{"from", move->from},
+                                    {"to", move->to},
+                                    {"call", what},
+                                    {"code", static_cast<int>(status.error_code())},
+                                    {"error", status.error_message()}});
+      if (auto r = ConnectLocked(); !r.ok()) {
+        log_.Error("server.reconnect.fail", {{"error", r.error().message()}});
+      }
+      // A replica that stopped answering (frozen, or a network that drops its packets) keeps a
+      // Sync stream open until the keepalive gives up (~40 s): move it now. After UNAVAILABLE
+      // the stream is left alone: a dead server ends it anyway, and one whose store failed
+      // may still be delivering changes.
+      std::lock_guard lock(mu_);
+      if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED && sync_ctx_ != nullptr &&
+          sync_epoch_ != conn_epoch_) {
+        sync_ctx_->TryCancel();
+      }
+    }
+  }
+  return link().epoch != epoch;
+}
+
+grpc::Status Agent::CallServer(std::string_view what,
+                               const std::function<grpc::Status(ServerConnection&)>& call) {
+  auto [conn, epoch] = link();
+  if (!conn) return {grpc::StatusCode::UNAVAILABLE, "no server connection"};
+  grpc::Status st = call(*conn);
+  if (!ServerUnreachable(st)) return st;
+  // Repeated only after UNAVAILABLE: a deadline already took the caller's time.
+  if (!FailoverFrom(epoch, what, st) || st.error_code() != grpc::StatusCode::UNAVAILABLE) {
+    return st;
+  }
+  const Link next = link();
+  st = call(*next.conn);  // once, on the next address
+  if (ServerUnreachable(st)) FailoverFrom(next.epoch, what, st);
+  return st;
 }
 
 void Agent::SyncLoop() {
@@ -274,11 +376,12 @@ void Agent::SyncLoop() {
       std::lock_guard lock(sleep_mu_);
       wakes = sync_wakes_;
     }
-    auto conn = connection();
+    auto [conn, epoch] = link();
     grpc::ClientContext ctx;
     {
       std::lock_guard lock(mu_);
       sync_ctx_ = &ctx;
+      sync_epoch_ = epoch;
     }
     if (stopping_.load()) ctx.TryCancel();
     pb::SyncRequest req;
@@ -299,7 +402,10 @@ void Agent::SyncLoop() {
       }
       {
         std::lock_guard lock(mu_);
-        if (!synced_) log_.Info("sync.connected", {{"revision", msg.revision()}});
+        if (!synced_) {
+          log_.Info("sync.connected", {{"revision", msg.revision()}, {"server", conn->address()}});
+          addresses_->Succeeded();
+        }
         synced_ = true;
         last_error_.clear();
       }
@@ -324,9 +430,21 @@ void Agent::SyncLoop() {
       synced_ = false;
     }
     if (stopping_.load()) break;
+    // The server is unreachable (or went away): the next address, at once unless every address
+    // was tried since the last success.
+    bool prompt = false;
+    if (ServerUnreachable(st)) {
+      prompt = FailoverFrom(epoch, "Sync", st) && !addresses_->RoundComplete();
+    } else if (st.error_code() == grpc::StatusCode::CANCELLED && link().epoch != epoch) {
+      prompt = !addresses_->RoundComplete();  // a unary call failed over and cancelled it
+    }
+    std::uniform_int_distribution<int64_t> jitter(prompt ? 0 : backoff.count() / 2,
+                                                  prompt ? kFailoverJitterMs : backoff.count());
+    const std::chrono::milliseconds delay(jitter(rng));
     nlohmann::json fields = {{"code", static_cast<int>(st.error_code())},
                              {"error", st.error_message()},
-                             {"retry_ms", backoff.count()}};
+                             {"server", conn->address()},
+                             {"retry_ms", delay.count()}};
     if (st.error_code() == grpc::StatusCode::UNAUTHENTICATED ||
         st.error_code() == grpc::StatusCode::PERMISSION_DENIED) {
       std::lock_guard lock(mu_);
@@ -338,9 +456,10 @@ void Agent::SyncLoop() {
     }
     log_.Warn("sync.disconnected", fields);
     // Jitter: sleep between 50% and 100% of the backoff, then double it up to the cap. A
-    // rejoin (new node SVID) ends the wait and the backoff at once.
-    std::uniform_int_distribution<int64_t> jitter(backoff.count() / 2, backoff.count());
-    if (!SleepForSync(std::chrono::milliseconds(jitter(rng)), wakes)) break;
+    // rejoin (new node SVID) ends the wait and the backoff at once. A failover to an address not
+    // tried yet waits only the small jitter and keeps the backoff.
+    if (!SleepForSync(delay, wakes)) break;
+    if (prompt) continue;
     bool woken = false;
     {
       std::lock_guard lock(sleep_mu_);
@@ -409,8 +528,11 @@ void Agent::RenewNodeSvidIfDue() {
   pb::RenewNodeSVIDRequest req;
   req.set_csr(std::string(csr->begin(), csr->end()));
   pb::NodeSVIDResponse resp;
-  auto ctx = ServerConnection::Context();
-  grpc::Status st = connection()->stub().RenewNodeSVID(ctx.get(), req, &resp);
+  grpc::Status st = CallServer("RenewNodeSVID", [&](ServerConnection& conn) {
+    resp.Clear();
+    auto ctx = ServerConnection::Context();
+    return conn.stub().RenewNodeSVID(ctx.get(), req, &resp);
+  });
   if (!st.ok()) {
     log_.Warn("node.renew.fail",
               {{"error", st.error_message()}, {"expires", ToUnixSeconds(not_after)}});
@@ -514,11 +636,29 @@ void Agent::RejoinIfDue(TimePoint not_after) {
 }
 
 Result<core::Certificate> Agent::Rejoin() {
-  std::string server, chain_pem;
+  auto [conn, epoch] = link();
+  auto rejoined = RejoinAt(conn->address());
+  if (rejoined.ok()) return rejoined;
+  const ErrorCode code = rejoined.error().code();
+  if (code != ErrorCode::kUnavailable && code != ErrorCode::kDeadlineExceeded) return rejoined;
+  const grpc::Status status(code == ErrorCode::kUnavailable ? grpc::StatusCode::UNAVAILABLE
+                                                            : grpc::StatusCode::DEADLINE_EXCEEDED,
+                            rejoined.error().message());
+  if (!FailoverFrom(epoch, "Rejoin", status) || code != ErrorCode::kUnavailable) return rejoined;
+  const Link next = link();
+  rejoined = RejoinAt(next.conn->address());  // once, on the next address
+  if (!rejoined.ok() && rejoined.error().code() == ErrorCode::kUnavailable) {
+    FailoverFrom(next.epoch, "Rejoin",
+                 grpc::Status(grpc::StatusCode::UNAVAILABLE, rejoined.error().message()));
+  }
+  return rejoined;
+}
+
+Result<core::Certificate> Agent::RejoinAt(const std::string& server) {
+  std::string chain_pem;
   SecretBytes key_pem;
   {
     std::lock_guard lock(mu_);
-    server = node_.server;
     chain_pem = node_.chain_pem;
     key_pem = SecretBytes::Copy(node_.key_pem.view());
   }
@@ -573,6 +713,8 @@ AgentHealth Agent::Health() const {
   h.svids_held = svids_->size();
   h.resources = state_.resource_count();
   h.last_error = last_error_;
+  if (conn_) h.server = conn_->address();
+  h.server_failovers = addresses_->failovers();
   return h;
 }
 

@@ -15,19 +15,28 @@
 // --node-rejoin-grace), at once and then every 30 s while the server is unreachable. If the
 // server refuses, the agent says so in its log with the command that fixes it (a new join
 // token), keeps serving cached state meanwhile, and asks again every 5 minutes.
+//
+// Several server replicas (ServerAddresses): the agent uses one address at a time. When the
+// Sync stream or a unary call finds the server unreachable, it moves to the next address
+// (`server.failover`), reconnects at once and retries an UNAVAILABLE call there once; the Sync
+// backoff applies only after every address was tried.
 #pragma once
 
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
+#include <vector>
 
 #include "agent/core/event_reporter.h"
 #include "agent/core/node_state.h"
+#include "agent/core/server_addresses.h"
 #include "agent/core/server_connection.h"
 #include "agent/core/svid_cache.h"
 #include "agent/core/synced_state.h"
@@ -43,7 +52,9 @@
 namespace sigil::agent {
 
 struct AgentOptions {
-  std::string server;      // HOST:PORT of the agent API (required on first start)
+  // HOST:PORT of the agent API, one per server replica (ParseServerAddresses). Required on
+  // first start; given on a later start, it replaces the stored list.
+  std::vector<std::string> servers;
   std::string data_dir;    // node state (node_state.h)
   std::string join_token;  // first start only
   std::string node_name;   // default: the host name
@@ -60,6 +71,8 @@ struct AgentHealth {
   size_t svids_held = 0;
   size_t resources = 0;
   std::string last_error;
+  std::string server;             // the address in use
+  uint64_t server_failovers = 0;  // moves to another address since start
 };
 
 // The identities a process holds: WorkloadIdentitySpec::IdFor, the rule the server also
@@ -100,7 +113,8 @@ class Agent final : public workloadapi::WorkloadSource {
   // allows, else from the server's FetchCredential (which re-checks and audits grants and
   // refusals; refusals are never cached). For a `svid-pem` file binding, the process's own
   // X.509-SVID (source_type "x509-svid", the PKCS#8 key as the secret). Thread-safe; blocks
-  // for at most one server call (kServerCallTimeout). PermissionDenied/NotFound: refused.
+  // for at most one server call (kServerCallTimeout), and one more on the next replica when the
+  // first answered UNAVAILABLE (CallServer). PermissionDenied/NotFound: refused.
   Result<creds::CredentialGrantHandle> FetchCredential(const std::string& binding,
                                                        const attest::AttestedProcess& process);
   // The synced CredentialBindings, parsed (a snapshot; cheap when nothing changed).
@@ -127,14 +141,32 @@ class Agent final : public workloadapi::WorkloadSource {
 
  private:
   Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomain td);
-  Result<void> Connect();  // (re)builds the connection from node_ and the bundle
-  std::shared_ptr<ServerConnection> connection() const;
+  Result<void> Connect();        // (re)builds the connection from node_, the bundle and the address
+  Result<void> ConnectLocked();  // the same, connect_mu_ held
+  // The connection and the ServerAddresses epoch of the address it was built for.
+  struct Link {
+    std::shared_ptr<ServerConnection> conn;
+    uint64_t epoch = 0;
+  };
+  Link link() const;
+  // A call on the connection of `epoch` found the server unreachable (UNAVAILABLE, or no answer
+  // before its deadline): moves to the next address if that connection is still the current one
+  // (logs server.failover, reconnects; after a deadline also cancels a Sync stream open on the
+  // old address). True when the current connection is now for another address than `epoch`'s.
+  bool FailoverFrom(uint64_t epoch, std::string_view what, const grpc::Status& status);
+  // Runs a unary call on the current connection. Unreachable: fails over; after UNAVAILABLE
+  // (not after a deadline) it runs the call once more on the next address. `call` must be safe
+  // to repeat.
+  grpc::Status CallServer(std::string_view what,
+                          const std::function<grpc::Status(ServerConnection&)>& call);
   void SyncLoop();
   void MaintenanceLoop();
   void RenewNodeSvidIfDue();
   // The node SVID expired: Rejoin when the retry pacing allows (maintenance thread only).
   void RejoinIfDue(TimePoint not_after);
   Result<core::Certificate> Rejoin();  // the new leaf
+  // One Rejoin RPC to `address` (server-authenticated TLS without a client certificate).
+  Result<core::Certificate> RejoinAt(const std::string& address);
   // After a renewal or rejoin: checks the SVID the server returned for `key`, saves both
   // (SaveNodeCredential), installs them and rebuilds the connection. Returns the leaf.
   Result<core::Certificate> InstallNodeSvid(const std::string& chain_der,
@@ -164,12 +196,19 @@ class Agent final : public workloadapi::WorkloadSource {
   creds::GrantCache grants_;
   mutable creds::BindingIndex bindings_;
 
+  // Guards every change of the address and every (re)build of conn_, so the connection
+  // installed is always for the current address (taken before mu_).
+  std::mutex connect_mu_;
+  std::unique_ptr<ServerAddresses> addresses_;  // set once in Start
+
   mutable std::mutex mu_;
   NodeState node_;                                  // guarded by mu_ (credential fields)
   TimePoint node_not_before_{}, node_not_after_{};  // guarded by mu_
   TimePoint node_issued_at_{};                      // guarded by mu_ (renewal base)
   std::shared_ptr<ServerConnection> conn_;          // guarded by mu_
+  uint64_t conn_epoch_ = 0;                         // guarded by mu_: conn_'s address epoch
   grpc::ClientContext* sync_ctx_ = nullptr;         // guarded by mu_: the open Sync call
+  uint64_t sync_epoch_ = 0;                         // guarded by mu_: its address epoch
   bool synced_ = false;                             // guarded by mu_
   std::string last_error_;                          // guarded by mu_
   bool expiry_reported_ = false;                    // guarded by mu_

@@ -28,14 +28,17 @@ std::vector<std::string> Agent::BindingIdentities(const creds::BindingInfo& bind
 
 Result<std::shared_ptr<const creds::CredentialGrant>> Agent::CallFetchCredential(
     const std::string& binding, const pb::AttestedProcess& process) {
-  auto conn = connection();
-  if (!conn) return Unavailable("FetchCredential " + binding + ": no server connection");
   pb::FetchCredentialRequest req;
   req.set_binding(binding);
   *req.mutable_process() = process;
   pb::FetchCredentialResponse resp;
-  auto ctx = ServerConnection::Context();
-  grpc::Status st = conn->stub().FetchCredential(ctx.get(), req, &resp);
+  // Repeated once on the next replica when the server is unreachable (a grant is not consumed).
+  grpc::Status st = CallServer("FetchCredential", [&](ServerConnection& conn) {
+    creds::WipeResponse(resp);  // a first attempt's answer, if any
+    resp.Clear();
+    auto ctx = ServerConnection::Context();
+    return conn.stub().FetchCredential(ctx.get(), req, &resp);
+  });
   if (!st.ok()) {
     creds::WipeResponse(resp);
     return FromGrpcStatus(st, "FetchCredential " + binding);

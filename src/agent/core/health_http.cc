@@ -11,11 +11,16 @@ HttpReply Healthz(Agent& agent) {
   AgentHealth h = agent.Health();
   const bool node_valid = Clock::System().Now() < h.node_svid_expiry;
   const bool ok = h.synced && node_valid;
-  nlohmann::json body = {
-      {"status", ok ? "ok" : "degraded"}, {"synced", h.synced},
-      {"revision", h.revision},           {"node", h.node_spiffe_id},
-      {"node_svid_valid", node_valid},    {"node_svid_expires", ToUnixSeconds(h.node_svid_expiry)},
-      {"svids_held", h.svids_held},       {"resources", h.resources}};
+  nlohmann::json body = {{"status", ok ? "ok" : "degraded"},
+                         {"synced", h.synced},
+                         {"revision", h.revision},
+                         {"node", h.node_spiffe_id},
+                         {"node_svid_valid", node_valid},
+                         {"node_svid_expires", ToUnixSeconds(h.node_svid_expiry)},
+                         {"svids_held", h.svids_held},
+                         {"resources", h.resources},
+                         {"server", h.server},
+                         {"server_failovers", h.server_failovers}};
   if (!ok && !h.last_error.empty()) body["last_error"] = h.last_error;
   return {ok ? 200 : 503, "application/json", body.dump() + "\n"};
 }
@@ -36,6 +41,22 @@ HttpReply Metrics(Agent& agent) {
         static_cast<double>(h.resources));
   gauge("sigil_agent_node_svid_expiry_seconds", "Expiry of the node SVID (unix seconds).",
         static_cast<double>(ToUnixSeconds(h.node_svid_expiry)));
+  // The address in use as a label (validated printable ASCII; \ and " escaped all the same).
+  std::string address;
+  for (char c : h.server) {
+    if (c == '\\' || c == '"') address += '\\';
+    address += c;
+  }
+  out +=
+      "# HELP sigil_agent_server The server address the agent uses (one of --server).\n"
+      "# TYPE sigil_agent_server gauge\n"
+      "sigil_agent_server{address=\"" +
+      address + "\"} 1\n";
+  out +=
+      "# HELP sigil_agent_server_failovers_total Moves to another server address.\n"
+      "# TYPE sigil_agent_server_failovers_total counter\n"
+      "sigil_agent_server_failovers_total " +
+      std::to_string(h.server_failovers) + "\n";
   return {200, "text/plain; version=0.0.4", out};
 }
 

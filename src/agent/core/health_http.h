@@ -2,7 +2,8 @@
 //   GET /healthz  200 {"status":"ok",...} while a Sync stream is open and the node SVID is
 //                 valid; 503 with the same fields and the last error otherwise
 //   GET /metrics  Prometheus text format 0.0.4: sync state and revision, SVIDs held, node SVID
-//                 expiry, resources held
+//                 expiry, resources held, the server address in use and the failovers
+//   Both name the server address in use ("server"; docs/agent.md, "Several server replicas").
 // Counts and states only, never a secret.
 #pragma once
 

@@ -4,6 +4,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "agent/core/server_addresses.h"
 #include "common/file_util.h"
 
 namespace sigil::agent {
@@ -34,7 +35,23 @@ Result<std::optional<NodeState>> LoadNodeState(const std::string& dir) {
     out = meta[key].get<std::string>();
     return Ok();
   };
-  SIGIL_TRY(field("server", state.server));
+  if (meta.is_object() && meta.contains("servers")) {
+    const auto& list = meta["servers"];
+    if (!list.is_array() || list.size() > kMaxServerAddresses) {
+      return InvalidArgument(meta_path + ": \"servers\" is not a list of at most " +
+                             std::to_string(kMaxServerAddresses) + " addresses");
+    }
+    for (const auto& a : list) {
+      if (!a.is_string()) return InvalidArgument(meta_path + ": \"servers\" holds a non-string");
+      state.servers.push_back(a.get<std::string>());
+    }
+    SIGIL_TRY(ValidateServerAddresses(meta_path + ": servers", state.servers));
+  } else {
+    // Written before the agent knew several replicas: one address.
+    std::string server;
+    SIGIL_TRY(field("server", server));
+    SIGIL_ASSIGN_OR_RETURN(state.servers, ParseServerAddresses(meta_path + ": server", server));
+  }
   SIGIL_TRY(field("node_name", state.node_name));
   SIGIL_TRY(field("spiffe_id", state.spiffe_id));
   SIGIL_TRY(field("trust_domain", state.trust_domain));
@@ -60,7 +77,13 @@ Result<void> SaveNodeState(const std::string& dir, const NodeState& state) {
   SIGIL_TRY(MakeDirs(dir, 0700));
   SIGIL_TRY(SaveNodeCredential(dir, state.chain_pem, state.key_pem));
   if (!state.bundle_jwks.empty()) SIGIL_TRY(SaveBundle(dir, state.bundle_jwks));
-  nlohmann::json meta = {{"server", state.server},
+  return SaveNodeMeta(dir, state);
+}
+
+Result<void> SaveNodeMeta(const std::string& dir, const NodeState& state) {
+  SIGIL_TRY(ValidateServerAddresses("servers", state.servers));
+  nlohmann::json meta = {{"servers", state.servers},
+                         {"server", state.servers.front()},
                          {"node_name", state.node_name},
                          {"spiffe_id", state.spiffe_id},
                          {"trust_domain", state.trust_domain}};

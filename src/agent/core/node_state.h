@@ -1,7 +1,9 @@
 // NodeState: what a joined agent keeps on disk to restart without a join token.
 //
 // DATA_DIR (created 0700):
-//   node.json     {"server", "node_name", "spiffe_id", "trust_domain"}   0644
+//   node.json     {"servers", "server", "node_name", "spiffe_id", "trust_domain"}   0644
+//                 "servers": the agent API addresses of the server replicas, in order;
+//                 "server": the first of them (files written before "servers" have only it)
 //   node.key      the node's private key, PKCS#8 PEM                        0600
 //   node.crt      the node SVID chain, leaf first                           0644
 //   bundle.jwks   the last trust bundle the server sent                     0644
@@ -13,6 +15,7 @@
 
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "common/result.h"
 #include "common/secret_bytes.h"
@@ -20,7 +23,7 @@
 namespace sigil::agent {
 
 struct NodeState {
-  std::string server;  // HOST:PORT of the agent API
+  std::vector<std::string> servers;  // HOST:PORT of the agent API, one per server replica
   std::string node_name;
   std::string spiffe_id;     // spiffe://TD/sigil/node/NAME
   std::string trust_domain;  // TD
@@ -36,5 +39,7 @@ Result<void> SaveNodeState(const std::string& dir, const NodeState& state);
 Result<void> SaveNodeCredential(const std::string& dir, const std::string& chain_pem,
                                 const SecretBytes& key_pem);
 Result<void> SaveBundle(const std::string& dir, const std::string& bundle_jwks);
+// Rewrites only node.json (after --server replaced the stored addresses).
+Result<void> SaveNodeMeta(const std::string& dir, const NodeState& state);
 
 }  // namespace sigil::agent
