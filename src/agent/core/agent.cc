@@ -85,11 +85,12 @@ Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomai
         req.set_spiffe_id(spiffe_id);
         *req.mutable_process() = process;
         pb::SignWorkloadSVIDResponse resp;
-        grpc::Status st = CallServer("SignWorkloadSVID", [&](ServerConnection& conn) {
-          resp.Clear();
-          auto ctx = ServerConnection::Context();
-          return conn.stub().SignWorkloadSVID(ctx.get(), req, &resp);
-        });
+        grpc::Status st = CallServer("SignWorkloadSVID", Repeat::kAlsoAfterDeadline,
+                                     [&](ServerConnection& conn, std::chrono::seconds timeout) {
+                                       resp.Clear();
+                                       auto ctx = ServerConnection::Context(timeout);
+                                       return conn.stub().SignWorkloadSVID(ctx.get(), req, &resp);
+                                     });
         if (!st.ok()) return FromGrpcStatus(st, "SignWorkloadSVID " + spiffe_id);
         return ChainFromDer(resp.svid_chain());
       },
@@ -100,11 +101,12 @@ Agent::Agent(AgentOptions options, Logger& log, NodeState node, core::TrustDomai
         for (const auto& a : audience) req.add_audience(a);
         *req.mutable_process() = process;
         pb::MintJWTSVIDResponse resp;
-        grpc::Status st = CallServer("MintJWTSVID", [&](ServerConnection& conn) {
-          resp.Clear();
-          auto ctx = ServerConnection::Context();
-          return conn.stub().MintJWTSVID(ctx.get(), req, &resp);
-        });
+        grpc::Status st = CallServer("MintJWTSVID", Repeat::kAlsoAfterDeadline,
+                                     [&](ServerConnection& conn, std::chrono::seconds timeout) {
+                                       resp.Clear();
+                                       auto ctx = ServerConnection::Context(timeout);
+                                       return conn.stub().MintJWTSVID(ctx.get(), req, &resp);
+                                     });
         if (!st.ok()) return FromGrpcStatus(st, "MintJWTSVID " + spiffe_id);
         return std::pair{resp.token(), FromUnixSeconds(resp.expires_at())};
       },
@@ -351,18 +353,22 @@ bool Agent::FailoverFrom(uint64_t epoch, std::string_view what, const grpc::Stat
   return link().epoch != epoch;
 }
 
-grpc::Status Agent::CallServer(std::string_view what,
-                               const std::function<grpc::Status(ServerConnection&)>& call) {
+grpc::Status Agent::CallServer(
+    std::string_view what, Repeat repeat,
+    const std::function<grpc::Status(ServerConnection&, std::chrono::seconds)>& call) {
   auto [conn, epoch] = link();
   if (!conn) return {grpc::StatusCode::UNAVAILABLE, "no server connection"};
-  grpc::Status st = call(*conn);
+  const bool short_attempts = repeat == Repeat::kAlsoAfterDeadline && addresses_->size() > 1;
+  const std::chrono::seconds timeout = short_attempts ? kReplicaAttemptTimeout : kServerCallTimeout;
+  grpc::Status st = call(*conn, timeout);
   if (!ServerUnreachable(st)) return st;
-  // Repeated only after UNAVAILABLE: a deadline already took the caller's time.
-  if (!FailoverFrom(epoch, what, st) || st.error_code() != grpc::StatusCode::UNAVAILABLE) {
-    return st;
-  }
+  // After a deadline, only a short attempt is repeated: a full one already took the caller's
+  // time.
+  const bool again = st.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                     (short_attempts && st.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED);
+  if (!FailoverFrom(epoch, what, st) || !again) return st;
   const Link next = link();
-  st = call(*next.conn);  // once, on the next address
+  st = call(*next.conn, timeout);  // once, on the next address
   if (ServerUnreachable(st)) FailoverFrom(next.epoch, what, st);
   return st;
 }
@@ -528,11 +534,14 @@ void Agent::RenewNodeSvidIfDue() {
   pb::RenewNodeSVIDRequest req;
   req.set_csr(std::string(csr->begin(), csr->end()));
   pb::NodeSVIDResponse resp;
-  grpc::Status st = CallServer("RenewNodeSVID", [&](ServerConnection& conn) {
-    resp.Clear();
-    auto ctx = ServerConnection::Context();
-    return conn.stub().RenewNodeSVID(ctx.get(), req, &resp);
-  });
+  // Not repeated after a deadline: a renewal the silent replica still commits later would make
+  // the node's recorded serial one this agent never received (which a rejoin must prove).
+  grpc::Status st = CallServer("RenewNodeSVID", Repeat::kAfterUnavailable,
+                               [&](ServerConnection& conn, std::chrono::seconds timeout) {
+                                 resp.Clear();
+                                 auto ctx = ServerConnection::Context(timeout);
+                                 return conn.stub().RenewNodeSVID(ctx.get(), req, &resp);
+                               });
   if (!st.ok()) {
     log_.Warn("node.renew.fail",
               {{"error", st.error_message()}, {"expires", ToUnixSeconds(not_after)}});

@@ -114,7 +114,8 @@ class Agent final : public workloadapi::WorkloadSource {
   // refusals; refusals are never cached). For a `svid-pem` file binding, the process's own
   // X.509-SVID (source_type "x509-svid", the PKCS#8 key as the secret). Thread-safe; blocks
   // for at most one server call (kServerCallTimeout), and one more on the next replica when the
-  // first answered UNAVAILABLE (CallServer). PermissionDenied/NotFound: refused.
+  // first answered UNAVAILABLE or, with several replicas, did not answer within
+  // kReplicaAttemptTimeout (CallServer). PermissionDenied/NotFound: refused.
   Result<creds::CredentialGrantHandle> FetchCredential(const std::string& binding,
                                                        const attest::AttestedProcess& process);
   // The synced CredentialBindings, parsed (a snapshot; cheap when nothing changed).
@@ -154,11 +155,15 @@ class Agent final : public workloadapi::WorkloadSource {
   // (logs server.failover, reconnects; after a deadline also cancels a Sync stream open on the
   // old address). True when the current connection is now for another address than `epoch`'s.
   bool FailoverFrom(uint64_t epoch, std::string_view what, const grpc::Status& status);
-  // Runs a unary call on the current connection. Unreachable: fails over; after UNAVAILABLE
-  // (not after a deadline) it runs the call once more on the next address. `call` must be safe
-  // to repeat.
-  grpc::Status CallServer(std::string_view what,
-                          const std::function<grpc::Status(ServerConnection&)>& call);
+  // Runs a unary call on the current connection, with `timeout` as its deadline. Unreachable:
+  // fails over; after UNAVAILABLE it runs the call once more on the next address. A
+  // `repeatable` call (signing, credential fetch: nothing is consumed) is also run again after
+  // a deadline, and with several addresses each attempt gets kReplicaAttemptTimeout rather than
+  // kServerCallTimeout, so a frozen replica costs seconds, not the whole deadline.
+  enum class Repeat { kAfterUnavailable, kAlsoAfterDeadline };
+  grpc::Status CallServer(
+      std::string_view what, Repeat repeat,
+      const std::function<grpc::Status(ServerConnection&, std::chrono::seconds timeout)>& call);
   void SyncLoop();
   void MaintenanceLoop();
   void RenewNodeSvidIfDue();

@@ -33,12 +33,13 @@ Result<std::shared_ptr<const creds::CredentialGrant>> Agent::CallFetchCredential
   *req.mutable_process() = process;
   pb::FetchCredentialResponse resp;
   // Repeated once on the next replica when the server is unreachable (a grant is not consumed).
-  grpc::Status st = CallServer("FetchCredential", [&](ServerConnection& conn) {
-    creds::WipeResponse(resp);  // a first attempt's answer, if any
-    resp.Clear();
-    auto ctx = ServerConnection::Context();
-    return conn.stub().FetchCredential(ctx.get(), req, &resp);
-  });
+  grpc::Status st = CallServer("FetchCredential", Repeat::kAlsoAfterDeadline,
+                               [&](ServerConnection& conn, std::chrono::seconds timeout) {
+                                 creds::WipeResponse(resp);  // a first attempt's answer, if any
+                                 resp.Clear();
+                                 auto ctx = ServerConnection::Context(timeout);
+                                 return conn.stub().FetchCredential(ctx.get(), req, &resp);
+                               });
   if (!st.ok()) {
     creds::WipeResponse(resp);
     return FromGrpcStatus(st, "FetchCredential " + binding);

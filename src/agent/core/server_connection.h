@@ -22,6 +22,11 @@
 namespace sigil::agent {
 
 inline constexpr std::chrono::seconds kServerCallTimeout{15};
+// The deadline of one attempt of a repeatable call (signing, credential fetch) when the agent
+// knows several server replicas: a replica that stopped answering costs this much before the
+// call moves to the next one, instead of kServerCallTimeout. Signing takes milliseconds; five
+// seconds is a replica in trouble.
+inline constexpr std::chrono::seconds kReplicaAttemptTimeout{5};
 
 class ServerConnection {
  public:
