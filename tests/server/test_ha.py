@@ -259,6 +259,29 @@ class HaCase(unittest.TestCase):
             out[s.spiffe_id] = leaf.serial_number
         return out
 
+    def watch_x509(self, stub, extract):
+        """Opens a FetchX509SVID stream read by a background thread. Returns (the list it fills
+        with (arrival time, extract(message)), the stream) once the first message is in."""
+        seen: list = []
+        stream = stub.FetchX509SVID(self.pb.X509SVIDRequest(), metadata=MD, timeout=30)
+
+        def read_stream() -> None:
+            try:
+                for msg in stream:
+                    seen.append((time.monotonic(), extract(msg)))
+            except self.grpc.RpcError:
+                pass
+
+        reader = threading.Thread(target=read_stream, daemon=True)
+        reader.start()
+        self.addCleanup(reader.join, 5)
+        self.addCleanup(stream.cancel)
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+        self.assertTrue(seen, "the Workload API stream sent nothing")
+        return seen, stream
+
     def fetch_jwt(self, stub, audience: str, timeout: float = RPC_TIMEOUT) -> str:
         resp = stub.FetchJWTSVID(self.pb.JWTSVIDRequest(audience=[audience]), metadata=MD,
                                  timeout=timeout)
@@ -325,24 +348,7 @@ class HaTest(HaCase):
         stub = self.workload()
         self.assertIn(f"spiffe://{TD}/ha/root", self.fetch_x509(stub))
         # An open stream sees the change the agent syncs from replica 2.
-        seen: list[tuple[float, list[str]]] = []
-        stream = stub.FetchX509SVID(self.pb.X509SVIDRequest(), metadata=MD, timeout=30)
-
-        def read_stream() -> None:
-            try:
-                for msg in stream:
-                    seen.append((time.monotonic(), [s.spiffe_id for s in msg.svids]))
-            except self.grpc.RpcError:
-                pass
-
-        reader = threading.Thread(target=read_stream, daemon=True)
-        reader.start()
-        self.addCleanup(reader.join, 5)
-        self.addCleanup(stream.cancel)
-        deadline = time.monotonic() + 10
-        while not seen and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertTrue(seen, "the Workload API stream sent nothing")
+        seen, stream = self.watch_x509(stub, lambda msg: [s.spiffe_id for s in msg.svids])
 
         new_id = f"spiffe://{TD}/ha/new"
         t_start = time.monotonic()
@@ -671,28 +677,9 @@ class HaTest(HaCase):
         self.start_agent([r2.agent], "node-f", token_via=r1)
         self.wait_health(lambda h: h["synced"], "synced")
         stub = self.workload()
-        roots_seen: list[tuple[float, set[str]]] = []
-        stream = stub.FetchX509SVID(self.pb.X509SVIDRequest(), metadata=MD, timeout=30)
-
-        def read_stream() -> None:
-            try:
-                for msg in stream:
-                    for svid in msg.svids[:1]:
-                        roots = {x509.load_der_x509_certificate(d).fingerprint(
-                                     hashes.SHA256()).hex()
-                                 for d in helpers.split_der_chain(svid.bundle)}
-                        roots_seen.append((time.monotonic(), roots))
-            except self.grpc.RpcError:
-                pass
-
-        reader = threading.Thread(target=read_stream, daemon=True)
-        reader.start()
-        self.addCleanup(reader.join, 5)
-        self.addCleanup(stream.cancel)
-        deadline = time.monotonic() + 10
-        while not roots_seen and time.monotonic() < deadline:
-            time.sleep(0.01)
-        self.assertTrue(roots_seen, "the Workload API stream sent nothing")
+        roots_seen, _ = self.watch_x509(stub, lambda msg: {
+            x509.load_der_x509_certificate(d).fingerprint(hashes.SHA256()).hex()
+            for d in helpers.split_der_chain(msg.svids[0].bundle)})
         self.assertEqual(len(roots_seen[-1][1]), 1)
 
         # Prepared through replica 1: replica 2 learns it from the change feed, not a restart,
