@@ -711,6 +711,36 @@ class HaTest(HaCase):
         self.assertEqual(len(self.cli(r2, "audit", "--type", "ca.rotate.prepare").stdout
                              .strip().splitlines()), 1)
 
+        # Activation, rescheduled through replica 2 to now: whichever replica's tick takes it,
+        # both then sign with the new CA, and a new SVID from the agent on replica 2 is issued
+        # by it (replica 2 re-read the set; its own server certificate follows).
+        self.cli(r2, "ca", "rotate", "--activate-after", "0s", "--force")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            active = {r.name: next(g["rootSha256"] for g in self.ca_status(r)["generations"]
+                                   if g["role"] == "active") for r in (r1, r2)}
+            if set(active.values()) == {new_root}:
+                break
+            time.sleep(0.2)
+        self.assertEqual(set(active.values()), {new_root}, f"active roots per replica: {active}")
+        self.assertEqual(len(self.cli(r1, "audit", "--type", "ca.rotate.activate").stdout
+                             .strip().splitlines()), 1)
+        issuers, _ = self.watch_x509(self.workload(), lambda msg: {
+            s.spiffe_id: x509.load_der_x509_certificate(
+                helpers.split_der_chain(s.x509_svid)[0]).issuer.rfc4514_string()
+            for s in msg.svids})
+        status = self.cli(r2, "ca", "status", "--json").stdout
+        self.apply(r1, identity_doc("ha-f2", "ha/f2", 0))
+        after = f"spiffe://{TD}/ha/f2"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not any(after in ids for _, ids in issuers):
+            time.sleep(0.01)
+        got = [ids for _, ids in issuers if after in ids]
+        self.assertTrue(got, f"{after} never reached the workload\n{self.agent.output}")
+        old_issuer = issuers[0][1][f"spiffe://{TD}/ha/root"]
+        self.assertNotEqual(got[-1][after], old_issuer,
+                            f"the SVID issued after activation is still from the old CA ({status})")
+
     def test_d_concurrent_audit_appends_from_replicas(self):
         replicas = self.start_replicas(3)
         base = int(self.pg.psql("SELECT count(*) FROM audit", self.db))
