@@ -21,8 +21,10 @@ namespace {
 // unless something is badly wrong.
 constexpr int kMaxAuthorityAttempts = 8;
 
-std::string CaStateSpec(const core::AuthoritySet& set) {
-  return CaGenerationsJson(set.Bundle().sequence(), set.Generations()).dump();
+std::string CaStateSpec(const core::TrustDomain& td, const core::AuthoritySet& set) {
+  nlohmann::json spec = CaGenerationsJson(set.Bundle().sequence(), set.Generations());
+  spec["trustDomain"] = td.name();
+  return spec.dump();
 }
 
 nlohmann::json Time(const std::optional<TimePoint>& t) {
@@ -68,7 +70,7 @@ Result<uint64_t> ControlPlane::PersistLocked(const core::AuthoritySet& set,
   store::ResourceWrite state;
   state.kind = std::string(kCaStateKind);
   state.name = std::string(kCaStateName);
-  state.spec_json = CaStateSpec(set);
+  state.spec_json = CaStateSpec(trust_domain(), set);
   state.expected_version = authorities_version_;  // 0: must not exist yet
   state.force_new_version = true;
   store::BlobWrite blob;

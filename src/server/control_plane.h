@@ -94,9 +94,10 @@ struct AttestedProcessInfo {
 inline constexpr std::string_view kCredentialSecretBlobPrefix = "secret/";
 // The authority set (core::AuthoritySet::Serialize), sealed under the KEK.
 inline constexpr std::string_view kAuthoritiesBlob = "authorities";
-// The public summary of the authority set (generations, fingerprints, issued bounds, bundle
-// sequence), written in the same transaction as every write of kAuthoritiesBlob. Never synced
-// to agents and not writable through the admin API.
+// The public summary of the authority set (trust domain, generations, fingerprints, issued
+// bounds, bundle sequence), written in the same transaction as every write of kAuthoritiesBlob.
+// Never synced to agents and not writable through the admin API. Its "trustDomain" is the one
+// the CA was created for: what a server starting on the store must serve.
 inline constexpr std::string_view kCaStateKind = "CaState";
 inline constexpr std::string_view kCaStateName = "authorities";
 // How long an agent may hold a static/aws secret it fetched before fetching again.

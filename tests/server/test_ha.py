@@ -741,6 +741,59 @@ class HaTest(HaCase):
         self.assertNotEqual(got[-1][after], old_issuer,
                             f"the SVID issued after activation is still from the old CA ({status})")
 
+    def test_g_first_start_with_two_trust_domains(self):
+        """Two replicas started at the same moment on the empty database with different
+        --trust-domain flags (an operator error): the one that created the CA decides; the other
+        refuses to serve, naming both; restarts follow the CA, whatever either wrote first."""
+        kek = self.dir / "kek"
+        with open(kek, "wb") as f:
+            f.write(os.urandom(32))
+        os.chmod(kek, 0o600)
+
+        def argv(i: int, td: str) -> list:
+            return [self.sigil, "server", "--data-dir", self.dir / f"r{i}", "--store", self.url,
+                    "--trust-domain", td, "--kek-file", kek, "--admin-listen", "127.0.0.1:0",
+                    "--agent-listen", "127.0.0.1:0", "--metrics-listen", "off",
+                    "--ready-file", self.dir / f"r{i}.ready"]
+
+        peers = [Peer(argv(1, "one.example"), "replica-1"), Peer(argv(2, "two.example"), "replica-2")]
+        self.peers.extend(peers)
+        deadline = time.monotonic() + 60
+        exited: dict[int, int] = {}
+        while time.monotonic() < deadline and len(exited) < 1:
+            for i, p in enumerate(peers, 1):
+                if p.proc.poll() is not None:
+                    exited[i] = p.proc.returncode
+            time.sleep(0.05)
+        self.assertEqual(len(exited), 1, "exactly one replica must refuse")
+        loser = next(iter(exited))
+        winner = 3 - loser
+        self.assertNotEqual(exited[loser], 0)
+        self.assertIn("trust domain", peers[loser - 1].output)
+        winner_ready = helpers.wait_ready_file(peers[winner - 1], self.dir / f"r{winner}.ready",
+                                               "winner", 30)
+        self.assertTrue(peers[winner - 1].proc.poll() is None)
+        winner_td = "one.example" if winner == 1 else "two.example"
+        state = json.loads(self.pg.psql(
+            "SELECT spec_json FROM resources WHERE kind = 'CaState'", self.db) or "{}")
+        self.assertEqual(state.get("trustDomain"), winner_td, state)
+        # The loser again, with its wrong flag: refused up front, naming the CA's trust domain.
+        again = run(argv(loser, "one.example" if loser == 1 else "two.example"), check=False,
+                    timeout=30)
+        self.assertNotEqual(again.returncode, 0)
+        self.assertIn(f"belongs to trust domain {winner_td}", again.stdout + again.stderr)
+        # The winner restarted without the flag still serves its trust domain.
+        peers[winner - 1].proc.terminate()
+        self.assertEqual(peers[winner - 1].wait_exit(20), 0, peers[winner - 1].output)
+        restart = argv(winner, winner_td)
+        restart.remove("--trust-domain")
+        restart.remove(winner_td)
+        (self.dir / f"r{winner}.ready").unlink()
+        p = Peer(restart, "winner-again")
+        self.peers.append(p)
+        helpers.wait_ready_file(p, self.dir / f"r{winner}.ready", "winner again", 30)
+        self.assertIsNotNone(winner_ready)
+
     def test_d_concurrent_audit_appends_from_replicas(self):
         replicas = self.start_replicas(3)
         base = int(self.pg.psql("SELECT count(*) FROM audit", self.db))
