@@ -74,7 +74,8 @@ Result<core::TrustDomain> ResolveTrustDomain(store::Store& store, const std::str
   if (blob.ok()) {
     std::string stored(blob->begin(), blob->end());
     if (!flag.empty() && flag != stored) {
-      return FailedPrecondition("--trust-domain " + flag + " differs from the data directory's " +
+      return FailedPrecondition("--trust-domain " + flag +
+                                " differs from the trust domain this store was initialised with, " +
                                 stored);
     }
     *first = false;
