@@ -1,6 +1,7 @@
-// Internal to src/core: the certificate-building steps shared by CA creation (ca.cc) and leaf
-// issuance (ca_leaf.cc). Every name and usage is set structurally, never from OpenSSL config
-// strings fed with input, so no value can smuggle in a further extension or name.
+// The certificate-building steps shared by CA creation (ca.cc), leaf issuance (ca_leaf.cc) and
+// the data plane's interception CA (dataplane/inject/intercept_ca.cc). Every name and usage is set
+// structurally, never from OpenSSL config strings fed with input, so no value can smuggle in a
+// further extension or name.
 #pragma once
 
 #include <array>

@@ -13,9 +13,12 @@
 #include "common/encoding.h"
 #include "common/file_util.h"
 #include "common/ossl.h"
+#include "core/x509_builder.h"
 
 namespace sigil::dataplane::inject {
 namespace {
+
+namespace x509_builder = core::x509_builder;
 
 constexpr Seconds kBackdate{10};
 constexpr Seconds kLeafMinLeft{600};  // a leaf (or a generation for one) must have this left
@@ -67,93 +70,12 @@ Result<void> CheckDnsName(std::string_view name, bool wildcard) {
   return Ok();
 }
 
-Result<Asn1IntegerPtr> RandomSerial() {
-  std::array<uint8_t, 16> bytes{};
-  if (RAND_bytes(bytes.data(), static_cast<int>(bytes.size())) != 1) {
-    return OsslError("intercept: random serial");
-  }
-  bytes[0] &= 0x7f;
-  bytes[0] |= 0x01;  // positive and never zero
-  BignumPtr bn(BN_bin2bn(bytes.data(), static_cast<int>(bytes.size()), nullptr));
-  if (!bn) return OsslError("intercept: serial");
-  Asn1IntegerPtr serial(BN_to_ASN1_INTEGER(bn.get(), nullptr));
-  if (!serial) return OsslError("intercept: serial");
-  return serial;
-}
-
 Result<X509NamePtr> MakeName(std::string_view common_name) {
   X509NamePtr name(X509_NAME_new());
   if (!name) return OsslError("intercept: name");
-  auto add = [&](const char* field, std::string_view value) -> Result<void> {
-    return OsslCheck(
-        X509_NAME_add_entry_by_txt(name.get(), field, MBSTRING_UTF8,
-                                   reinterpret_cast<const unsigned char*>(value.data()),
-                                   static_cast<int>(value.size()), -1, 0),
-        "intercept: name entry");
-  };
-  SIGIL_TRY(add("O", "Sigil"));
-  SIGIL_TRY(add("CN", common_name));
+  SIGIL_TRY(x509_builder::AddNameEntry(name.get(), "O", "Sigil"));
+  SIGIL_TRY(x509_builder::AddNameEntry(name.get(), "CN", common_name));
   return name;
-}
-
-Result<X509Ptr> NewCertificate(const X509_NAME* subject, const X509_NAME* issuer,
-                               const core::PublicKey& key, TimePoint not_before,
-                               TimePoint not_after) {
-  X509Ptr x(X509_new());
-  if (!x) return OsslError("intercept: X509_new");
-  SIGIL_TRY(OsslCheck(X509_set_version(x.get(), X509_VERSION_3), "intercept: version"));
-  SIGIL_ASSIGN_OR_RETURN(Asn1IntegerPtr serial, RandomSerial());
-  SIGIL_TRY(OsslCheck(X509_set_serialNumber(x.get(), serial.get()), "intercept: serial"));
-  if (ASN1_TIME_set(X509_getm_notBefore(x.get()), static_cast<time_t>(ToUnixSeconds(not_before))) ==
-          nullptr ||
-      ASN1_TIME_set(X509_getm_notAfter(x.get()), static_cast<time_t>(ToUnixSeconds(not_after))) ==
-          nullptr) {
-    return OsslError("intercept: validity");
-  }
-  SIGIL_TRY(OsslCheck(X509_set_subject_name(x.get(), subject), "intercept: subject"));
-  SIGIL_TRY(OsslCheck(X509_set_issuer_name(x.get(), issuer), "intercept: issuer"));
-  SIGIL_TRY(OsslCheck(X509_set_pubkey(x.get(), key.get()), "intercept: public key"));
-  return x;
-}
-
-Result<void> AddBasicConstraints(X509* x, bool ca) {
-  BasicConstraintsPtr bc(BASIC_CONSTRAINTS_new());
-  if (!bc) return OsslError("intercept: basicConstraints");
-  bc->ca = ca ? 0xff : 0;
-  if (ca) {
-    bc->pathlen = ASN1_INTEGER_new();
-    if (bc->pathlen == nullptr || ASN1_INTEGER_set(bc->pathlen, 0) != 1) {
-      return OsslError("intercept: pathLenConstraint");
-    }
-  }
-  return OsslCheck(X509_add1_ext_i2d(x, NID_basic_constraints, bc.get(), 1, X509V3_ADD_DEFAULT),
-                   "intercept: add basicConstraints");
-}
-
-Result<void> AddKeyUsage(X509* x, std::initializer_list<int> bits) {
-  Asn1BitStringPtr ku(ASN1_BIT_STRING_new());
-  if (!ku) return OsslError("intercept: keyUsage");
-  for (int bit : bits) {
-    if (ASN1_BIT_STRING_set_bit(ku.get(), bit, 1) != 1) return OsslError("intercept: keyUsage");
-  }
-  return OsslCheck(X509_add1_ext_i2d(x, NID_key_usage, ku.get(), 1, X509V3_ADD_DEFAULT),
-                   "intercept: add keyUsage");
-}
-
-Result<void> AddKeyIdentifiers(X509* x, X509* issuer) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx(&ctx, issuer, x, nullptr, nullptr, 0);
-  X509ExtensionPtr skid(X509V3_EXT_conf_nid(nullptr, &ctx, NID_subject_key_identifier, "hash"));
-  if (!skid || X509_add_ext(x, skid.get(), -1) != 1) {
-    return OsslError("intercept: subjectKeyIdentifier");
-  }
-  if (issuer == x) X509V3_set_ctx(&ctx, x, x, nullptr, nullptr, 0);
-  X509ExtensionPtr akid(
-      X509V3_EXT_conf_nid(nullptr, &ctx, NID_authority_key_identifier, "keyid:always"));
-  if (!akid || X509_add_ext(x, akid.get(), -1) != 1) {
-    return OsslError("intercept: authorityKeyIdentifier");
-  }
-  return Ok();
 }
 
 Result<GeneralNamePtr> DnsGeneralName(std::string_view dns) {
@@ -216,8 +138,8 @@ Result<void> AddNameConstraints(X509* x, const std::vector<std::string>& names) 
 }
 
 Result<void> AddLeafExtensions(X509* x, X509* issuer, std::string_view host) {
-  SIGIL_TRY(AddBasicConstraints(x, false));
-  SIGIL_TRY(AddKeyUsage(x, {0 /* digitalSignature */}));
+  SIGIL_TRY(x509_builder::AddBasicConstraints(x, false));
+  SIGIL_TRY(x509_builder::AddKeyUsage(x, {x509_builder::kKuDigitalSignature}));
   ExtKeyUsagePtr eku(sk_ASN1_OBJECT_new_null());
   if (!eku || sk_ASN1_OBJECT_push(eku.get(), OBJ_nid2obj(NID_server_auth)) == 0) {
     return OsslError("intercept: extKeyUsage");
@@ -231,7 +153,7 @@ Result<void> AddLeafExtensions(X509* x, X509* issuer, std::string_view host) {
   gn.release();
   SIGIL_TRY(OsslCheck(X509_add1_ext_i2d(x, NID_subject_alt_name, san.get(), 0, X509V3_ADD_DEFAULT),
                       "intercept: add subjectAltName"));
-  return AddKeyIdentifiers(x, issuer);
+  return x509_builder::AddKeyIdentifiers(x, issuer);
 }
 
 // Offers no protocol but HTTP/1.1 (the rewriter speaks nothing else): "http/1.1" when the
@@ -301,12 +223,13 @@ Result<std::unique_ptr<InterceptCa::Generation>> InterceptCa::NewGeneration(
   SIGIL_ASSIGN_OR_RETURN(X509NamePtr subject, MakeName("Sigil node-local interception CA " +
                                                        HexEncode(std::span<const uint8_t>(tag))));
   const core::PublicKey pub = key.Public();
-  SIGIL_ASSIGN_OR_RETURN(
-      X509Ptr x, NewCertificate(subject.get(), subject.get(), pub, now - kBackdate, not_after));
-  SIGIL_TRY(AddBasicConstraints(x.get(), true));
-  SIGIL_TRY(AddKeyUsage(x.get(), {5 /* keyCertSign */, 6 /* cRLSign */}));
+  SIGIL_ASSIGN_OR_RETURN(X509Ptr x, x509_builder::NewCertificate(subject.get(), subject.get(), pub,
+                                                                 now - kBackdate, not_after));
+  SIGIL_TRY(x509_builder::AddBasicConstraints(x.get(), true));
+  SIGIL_TRY(
+      x509_builder::AddKeyUsage(x.get(), {x509_builder::kKuKeyCertSign, x509_builder::kKuCrlSign}));
   SIGIL_TRY(AddNameConstraints(x.get(), names));
-  SIGIL_TRY(AddKeyIdentifiers(x.get(), x.get()));
+  SIGIL_TRY(x509_builder::AddKeyIdentifiers(x.get(), x.get()));
   if (X509_sign(x.get(), key.get(), EVP_sha256()) <= 0) return OsslError("intercept: sign CA");
   return std::make_unique<Generation>(Generation{
       next_id_++, std::move(key), core::Certificate::Adopt(std::move(x)), names, not_after});
@@ -430,9 +353,9 @@ Result<std::shared_ptr<SSL_CTX>> InterceptCa::ContextFor(std::string_view host_i
   const TimePoint not_after = std::min(now + options_.leaf_lifetime, g->not_after);
   SIGIL_ASSIGN_OR_RETURN(X509NamePtr subject, MakeName(host));
   const core::PublicKey pub = key.Public();
-  SIGIL_ASSIGN_OR_RETURN(X509Ptr x,
-                         NewCertificate(subject.get(), X509_get_subject_name(g->cert.get()), pub,
-                                        now - kBackdate, not_after));
+  SIGIL_ASSIGN_OR_RETURN(
+      X509Ptr x, x509_builder::NewCertificate(subject.get(), X509_get_subject_name(g->cert.get()),
+                                              pub, now - kBackdate, not_after));
   SIGIL_TRY(AddLeafExtensions(x.get(), g->cert.get(), host));
   if (X509_sign(x.get(), g->key.get(), EVP_sha256()) <= 0) {
     return OsslError("intercept: sign leaf");
@@ -474,9 +397,9 @@ Result<core::Certificate> InterceptCa::IssueUncheckedForTest(std::string_view ho
   SIGIL_ASSIGN_OR_RETURN(core::PrivateKey key, core::PrivateKey::Generate(core::KeyType::kEcP256));
   SIGIL_ASSIGN_OR_RETURN(X509NamePtr subject, MakeName(host));
   SIGIL_ASSIGN_OR_RETURN(
-      X509Ptr x,
-      NewCertificate(subject.get(), X509_get_subject_name(g.cert.get()), key.Public(),
-                     now - kBackdate, std::min(now + options_.leaf_lifetime, g.not_after)));
+      X509Ptr x, x509_builder::NewCertificate(subject.get(), X509_get_subject_name(g.cert.get()),
+                                              key.Public(), now - kBackdate,
+                                              std::min(now + options_.leaf_lifetime, g.not_after)));
   SIGIL_TRY(AddLeafExtensions(x.get(), g.cert.get(), host));
   if (X509_sign(x.get(), g.key.get(), EVP_sha256()) <= 0) return OsslError("intercept: sign");
   return core::Certificate::Adopt(std::move(x));
