@@ -30,6 +30,7 @@
 #include "common/host_port.h"
 #include "server/admin_api.h"
 #include "server/agent_api.h"
+#include "server/ca_state.h"
 #include "server/control_plane.h"
 #include "server/metrics.h"
 #include "server/metrics_http.h"
@@ -46,29 +47,23 @@ constexpr int kDefaultMetricsPort = 9090;
 // at the first start, else --trust-domain.
 Result<core::TrustDomain> ResolveTrustDomain(store::Store& store, const std::string& flag,
                                              bool* first) {
-  auto state = store.Get(std::string(server::kCaStateKind), std::string(server::kCaStateName));
-  if (!state.ok() && state.error().code() != ErrorCode::kNotFound) return std::move(state).error();
-  if (state.ok()) {
-    auto spec = nlohmann::json::parse(state->spec_json, nullptr, false);
-    if (spec.is_object() && spec.contains("trustDomain") && spec["trustDomain"].is_string()) {
-      const std::string ca_td = spec["trustDomain"].get<std::string>();
-      if (!flag.empty() && flag != ca_td) {
-        return FailedPrecondition("--trust-domain " + flag +
-                                  " differs from the store's CA, which "
-                                  "belongs to trust domain " +
-                                  ca_td);
-      }
-      SIGIL_ASSIGN_OR_RETURN(auto td, core::TrustDomain::Parse(ca_td));
-      // A replica that lost the race to create the CA may have written its own flag here.
-      auto blob = store.GetBlob(std::string(kTrustDomainBlob));
-      if (!blob.ok() || std::string(blob->begin(), blob->end()) != ca_td) {
-        SIGIL_TRY(store.PutBlob(
-            std::string(kTrustDomainBlob),
-            std::span(reinterpret_cast<const uint8_t*>(ca_td.data()), ca_td.size()), {}));
-      }
-      *first = false;
-      return td;
+  SIGIL_ASSIGN_OR_RETURN(std::optional<std::string> ca_td, server::StoredCaTrustDomain(store));
+  if (ca_td) {
+    if (!flag.empty() && flag != *ca_td) {
+      return FailedPrecondition("--trust-domain " + flag +
+                                " differs from the store's CA, which belongs to trust domain " +
+                                *ca_td);
     }
+    SIGIL_ASSIGN_OR_RETURN(auto td, core::TrustDomain::Parse(*ca_td));
+    // A replica that lost the race to create the CA may have written its own flag here.
+    auto blob = store.GetBlob(std::string(kTrustDomainBlob));
+    if (!blob.ok() || std::string(blob->begin(), blob->end()) != *ca_td) {
+      SIGIL_TRY(store.PutBlob(
+          std::string(kTrustDomainBlob),
+          std::span(reinterpret_cast<const uint8_t*>(ca_td->data()), ca_td->size()), {}));
+    }
+    *first = false;
+    return td;
   }
   auto blob = store.GetBlob(std::string(kTrustDomainBlob));
   if (blob.ok()) {

@@ -189,6 +189,18 @@ nlohmann::json CaGenerationJson(const core::GenerationInfo& g) {
           {"leavesBundleAt", Time(g.leaves_bundle_at)}};
 }
 
+Result<std::optional<std::string>> StoredCaTrustDomain(store::Store& store) {
+  auto state = store.Get(std::string(kCaStateKind), std::string(kCaStateName));
+  if (!state.ok()) {
+    if (state.error().code() == ErrorCode::kNotFound) return std::optional<std::string>();
+    return std::move(state).error().WithContext("reading the CA state");
+  }
+  auto spec = nlohmann::json::parse(state->spec_json, nullptr, false);
+  auto td = spec.is_object() ? spec.find("trustDomain") : spec.end();
+  if (td == spec.end() || !td->is_string()) return std::optional<std::string>();
+  return std::optional<std::string>(td->get<std::string>());
+}
+
 nlohmann::json CaGenerationsJson(uint64_t bundle_sequence,
                                  const std::vector<core::GenerationInfo>& generations) {
   nlohmann::json out = nlohmann::json::array();

@@ -4,11 +4,15 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "common/result.h"
 #include "core/authority_set.h"
+#include "store/store.h"
 
 namespace sigil::server {
 
@@ -19,5 +23,9 @@ nlohmann::json CaGenerationJson(const core::GenerationInfo& g);
 // {"bundleSequence", "generations": [CaGenerationJson...]}.
 nlohmann::json CaGenerationsJson(uint64_t bundle_sequence,
                                  const std::vector<core::GenerationInfo>& generations);
+
+// The trust domain of the CA stored in `store` (the CaState resource), or nullopt when the store
+// holds no CA yet (or one written before CaState recorded it).
+Result<std::optional<std::string>> StoredCaTrustDomain(store::Store& store);
 
 }  // namespace sigil::server
