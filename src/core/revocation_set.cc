@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/duration.h"
+#include "common/json_util.h"
 
 namespace sigil::core {
 namespace {
@@ -13,16 +14,6 @@ const RevocationSet::Entry* Lookup(const std::unordered_map<std::string, size_t>
   if (index.empty() || key.empty()) return nullptr;
   auto it = index.find(std::string(key));
   return it == index.end() ? nullptr : &entries[it->second];
-}
-
-std::vector<std::string> StringList(const nlohmann::json& spec, const char* key) {
-  std::vector<std::string> out;
-  auto it = spec.find(key);
-  if (it == spec.end() || !it->is_array()) return out;
-  for (const auto& v : *it) {
-    if (v.is_string()) out.push_back(v.get<std::string>());
-  }
-  return out;
 }
 
 }  // namespace
@@ -52,8 +43,8 @@ RevocationSet RevocationSet::FromResources(
     const size_t index = set.entries_.size();
     set.entries_.push_back(std::move(e));
     const Entry& stored = set.entries_.back();
-    for (auto& serial : StringList(spec, "serials")) set.serials_.emplace(serial, index);
-    for (auto& id : StringList(spec, "identities")) set.identities_.emplace(id, index);
+    for (auto& serial : JsonStringList(spec, "serials")) set.serials_.emplace(serial, index);
+    for (auto& id : JsonStringList(spec, "identities")) set.identities_.emplace(id, index);
     if (stored.kind == "svid") set.serials_.emplace(stored.target, index);
     if (stored.kind == "identity") set.identities_.emplace(stored.target, index);
     if (stored.kind == "binding") set.bindings_.emplace(stored.target, index);

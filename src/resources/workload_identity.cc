@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "common/duration.h"
+#include "common/json_util.h"
 #include "resources/selector.h"
 #include "resources/syntax.h"
 
@@ -63,16 +64,6 @@ Result<core::SpiffeId> CheckRendered(const std::string& text) {
   return id;
 }
 
-std::vector<std::string> Strings(const nlohmann::json& spec, const char* key) {
-  std::vector<std::string> out;
-  auto it = spec.find(key);
-  if (it == spec.end() || !it->is_array()) return out;
-  for (const auto& v : *it) {
-    if (v.is_string()) out.push_back(v.get<std::string>());
-  }
-  return out;
-}
-
 }  // namespace
 
 Result<void> ValidateSpiffeIdTemplate(std::string_view spiffe_id_template) {
@@ -104,11 +95,11 @@ Result<WorkloadIdentitySpec> WorkloadIdentitySpec::FromResource(const Resource& 
   WorkloadIdentitySpec out;
   out.name = resource.name;
   out.spiffe_id = spec.value("spiffeId", "");
-  out.selectors = Strings(spec, "selectors");
+  out.selectors = JsonStringList(spec, "selectors");
   SIGIL_ASSIGN_OR_RETURN(out.ttl, ParseDuration(spec.value("ttl", "1h")));
-  out.dns_names = Strings(spec, "dnsNames");
-  out.nodes = Strings(spec, "nodes");
-  out.jwt_audiences = Strings(spec, "jwtAudiences");
+  out.dns_names = JsonStringList(spec, "dnsNames");
+  out.nodes = JsonStringList(spec, "nodes");
+  out.jwt_audiences = JsonStringList(spec, "jwtAudiences");
   if (out.spiffe_id.empty() || out.selectors.empty()) {
     return InvalidArgument("WorkloadIdentity " + resource.name + ": spec is not canonical");
   }
