@@ -166,7 +166,7 @@ struct Options {
   int rounds = 5;            // [3] policy changes timed per configuration
   double idle_seconds = 3;   // [3] idle window (CPU of open streams) per configuration
   std::string dir = "/tmp";  // where the temp directory goes
-  std::string only;          // comma-separated subset of svid,apply,fanout
+  std::string only;          // comma-separated subset of svid,apply,fanout,events
   bool keep = false;         // keep the temp directory
 };
 
@@ -184,7 +184,7 @@ void Usage() {
   --stream-nodes N   [3] distinct node credentials/channels for the streams (1000)
   --rounds N         [3] timed policy changes per configuration             (5)
   --idle-seconds S   [3] idle window measuring the CPU of open streams      (3)
-  --only LIST        run a subset: svid,apply,fanout
+  --only LIST        run a subset: svid,apply,fanout,events
   --dir DIR          parent of the temp directory                           (/tmp)
   --keep             keep the temp directory (SQLite files)
 )";
@@ -905,7 +905,7 @@ void BenchApply(const Options& o, const std::filesystem::path& dir) {
               << Pad(Fixed(n / secs[0], 0), 11) << Pad(cpu, 8)
               << Pad(Fixed(store_t[0] / secs[0], 2), 7) << "\n";
   };
-  std::cout << "  " << Pad("path", 44, true) << Pad("secs", 8) << Pad("min-max", 13)
+  std::cout << "  " << Pad("path", 48, true) << Pad("secs", 8) << Pad("min-max", 13)
             << Pad("objects/s", 11) << Pad("CPU s", 8) << Pad("ratio", 7) << "\n";
   row("admin API POST /apply (HTTPS, mTLS, client)", admin, Fixed(admin_cpu[0], 2));
   row("store::Store::Apply (same writes + audit)", store_t, Fixed(store_cpu[0], 2));
@@ -1180,6 +1180,74 @@ spec:
             << (full.error.empty() && worst < 1000 ? "met" : "MISSED") << "\n";
 }
 
+// ---------------------------------------------------------------------------------------
+// [4] Agent event ingestion: what the server spends per audit record an agent reports (one
+// per injected request on the inject path), in the batches agents send (256), in-process.
+// Baseline: Store::AppendAudit of the same records already built.
+
+void BenchEventsBatch(const std::filesystem::path& dir, size_t kBatch) {
+  const int kBatches = static_cast<int>(51200 / kBatch);
+  std::cout << "\n[4] Agent event ingestion: " << kBatches << " batches of " << kBatch
+            << " dataplane.inject events, in-process (no gRPC)\n";
+  Server srv(dir, "events-" + std::to_string(kBatch) + ".db");
+  std::vector<ControlPlane::AgentEventIn> batch;
+  for (size_t i = 0; i < kBatch; ++i) {
+    ControlPlane::AgentEventIn e;
+    e.type = "dataplane.inject";
+    e.time_unix_ms = 1800000000000 + static_cast<int64_t>(i);
+    e.identity = "spiffe://bench.example/bench/wrk";
+    e.pid = 4242;
+    e.exe = "/usr/bin/wrk";
+    e.details_json = nlohmann::json{{"binding", "bench-bearer"},
+                                    {"service", "api"},
+                                    {"method", "GET"},
+                                    {"host", "10.80.0.2"},
+                                    {"path", "/v1/items/" + std::to_string(i)}}
+                         .dump();
+    batch.push_back(std::move(e));
+  }
+  auto run = [&](const std::function<void()>& one) {
+    const double cpu0 = CpuSeconds();
+    const auto t0 = Steady::now();
+    for (int b = 0; b < kBatches; ++b) one();
+    const double n = static_cast<double>(static_cast<size_t>(kBatches) * kBatch);
+    return std::pair<double, double>{SecondsSince(t0) * 1e6 / n, (CpuSeconds() - cpu0) * 1e6 / n};
+  };
+  const auto [record_us, record_cpu] =
+      run([&] { Must(srv.cp().RecordAgentEvents("agent-0", batch), "RecordAgentEvents"); });
+  // The records RecordAgentEvents builds, appended directly.
+  std::vector<store::AuditEvent> built;
+  for (const auto& e : batch) {
+    store::AuditEvent a;
+    a.type = e.type;
+    a.actor = "agent:agent-0";
+    a.node = "agent-0";
+    a.identity = e.identity;
+    a.pid = e.pid;
+    a.exe = e.exe;
+    auto d = nlohmann::json::parse(e.details_json);
+    d["agent_time_unix_ms"] = e.time_unix_ms;
+    a.details_json = d.dump();
+    built.push_back(std::move(a));
+  }
+  const auto [append_us, append_cpu] =
+      run([&] { Must(srv.store().AppendAudit(built), "AppendAudit"); });
+  std::cout << "  " << Pad("path", 48, true) << Pad("us/event", 10) << Pad("CPU us/event", 14)
+            << "\n";
+  std::cout << "  " << Pad("ControlPlane::RecordAgentEvents", 48, true)
+            << Pad(Fixed(record_us, 2), 10) << Pad(Fixed(record_cpu, 2), 14) << "\n";
+  std::cout << "  " << Pad("Store::AppendAudit of built records (baseline)", 48, true)
+            << Pad(Fixed(append_us, 2), 10) << Pad(Fixed(append_cpu, 2), 14) << "\n";
+  std::cout << "  ratio RecordAgentEvents / AppendAudit CPU: "
+            << Fixed(append_cpu > 0 ? record_cpu / append_cpu : 0, 2) << "\n";
+  auto verify = Must(srv.store().VerifyAudit(), "verify");
+  if (!verify.ok) Die("audit chain broken after the event bench: " + verify.reason);
+}
+
+void BenchEvents(const std::filesystem::path& dir) {
+  for (size_t batch : {256, 64, 16}) BenchEventsBatch(dir, batch);
+}
+
 int Main(int argc, char** argv) {
   if (argc == 3 && std::string_view(argv[1]) == "--svid-client") return SvidClientMain(argv[2]);
   const Options o = ParseFlags(argc, argv);
@@ -1200,6 +1268,7 @@ int Main(int argc, char** argv) {
   if (Enabled(o, "svid")) BenchSvid(o, dir);
   if (Enabled(o, "apply")) BenchApply(o, dir);
   if (Enabled(o, "fanout")) BenchFanout(o, dir);
+  if (Enabled(o, "events")) BenchEvents(dir);
   std::cout << "\nload average at the end: " << LoadAverage() << "\n";
   if (!o.keep) std::filesystem::remove_all(dir);
   return 0;

@@ -5,7 +5,9 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "store/query_count.h"
 
@@ -143,9 +145,25 @@ Result<std::unique_ptr<Connection>> Connection::Open(const std::string& path, in
   sqlite3_busy_timeout(db, busy_timeout_ms);
   // WAL: readers never block the writer. synchronous=FULL: a commit is fsynced before it
   // returns, so every acknowledged write survives power loss, not only a process crash.
-  SIGIL_ASSIGN_OR_RETURN(auto mode, conn->Prepare("PRAGMA journal_mode=WAL"));
-  SIGIL_ASSIGN_OR_RETURN(bool has_row, mode.Step());
-  std::string journal = has_row ? mode.Text(0) : "";
+  // Switching a fresh file to WAL needs an exclusive lock, and SQLite answers "database is
+  // locked" at once, without its busy handler, to a connection that meets another process's
+  // switch (seen with four processes opening a new file together). Retry within the timeout.
+  std::string journal;
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::milliseconds(busy_timeout_ms);
+  for (;;) {
+    SIGIL_ASSIGN_OR_RETURN(auto mode, conn->Prepare("PRAGMA journal_mode=WAL"));
+    auto has_row = mode.Step();
+    if (has_row.ok()) {
+      journal = *has_row ? mode.Text(0) : "";
+      break;
+    }
+    if (has_row.error().code() != ErrorCode::kUnavailable ||
+        std::chrono::steady_clock::now() >= deadline) {
+      return std::move(has_row).error().WithContext("store: " + path + ": journal_mode=WAL");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
   if (!in_memory && journal != "wal") {
     return Internal("store: " + path + ": could not enable WAL (journal_mode=" + journal + ")");
   }

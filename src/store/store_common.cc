@@ -73,8 +73,10 @@ Result<void> ValidateJsonObject(std::string_view what, std::string_view text, si
     return ResourceExhausted("store: " + std::string(what) + " is larger than " +
                              std::to_string(max) + " bytes");
   }
-  auto parsed = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (parsed.is_discarded() || !parsed.is_object()) {
+  // Valid JSON whose first token is '{' is an object; accept() checks that without building
+  // the document (this runs once per audit record).
+  const size_t first = text.find_first_not_of(" \t\r\n");
+  if (first == std::string_view::npos || text[first] != '{' || !nlohmann::json::accept(text)) {
     return InvalidArgument("store: " + std::string(what) + " is not a JSON object");
   }
   return Ok();

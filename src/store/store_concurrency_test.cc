@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -154,7 +155,10 @@ TEST_P(StoreConcurrencyTest, ProcessesKeepOneRevisionSequenceAndOneChain) {
       // Child: no gtest assertions; the exit code reports. 2: open, 3: write, 4: pipe.
       ::close(fds[0]);
       auto store = TryOpenStore(kPatient);
-      if (!store.ok()) ::_exit(2);
+      if (!store.ok()) {
+        std::fprintf(stderr, "child %d: open: %s\n", p, store.error().ToString().c_str());
+        ::_exit(2);
+      }
       Log log;
       if (!Write(**store, "p" + std::to_string(p), kIterations, log)) ::_exit(3);
       for (uint64_t r : log.revisions) {

@@ -4,6 +4,7 @@
 // counted, so a long outage costs bounded memory and the operator sees how much was lost.
 #pragma once
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -21,9 +22,13 @@ class EventReporter {
  public:
   using SendFn = std::function<Result<void>(const sigil::agent::v1::ReportEventsRequest&)>;
   struct Options {
-    size_t max_queued = 16384;                // ~4 MiB; the oldest are dropped (and counted) beyond
-    size_t max_batch = 256;                   // the server's limit per report
-    std::chrono::milliseconds interval{500};  // or sooner, as soon as a full batch is queued
+    size_t max_queued = 16384;  // ~4 MiB; the oldest are dropped (and counted) beyond
+    size_t max_batch = 256;     // the server's limit per report
+    // Queued events that make a report go at once; fewer wait at most `interval`. Larger
+    // batches cost the server less per event (one commit each) but arrive as longer bursts of
+    // work, which on a node shared with the server shows up in request latency.
+    size_t send_at = 32;
+    std::chrono::milliseconds interval{500};
   };
 
   EventReporter(SendFn send, Logger& log) : EventReporter(std::move(send), log, Options{}) {}
@@ -39,7 +44,10 @@ class EventReporter {
 
  private:
   void Run();
-  bool SendSome();  // false when the server could not take them
+  bool SendSome();
+  size_t SendAt() const {
+    return std::clamp<size_t>(options_.send_at, 1, options_.max_batch);
+  }  // false when the server could not take them
 
   const SendFn send_;
   Logger& log_;

@@ -93,5 +93,46 @@ TEST(EventReporter, MalformedBatchIsDroppedAndLogged) {
   EXPECT_NE(out.str().find("audit.report.refused"), std::string::npos);
 }
 
+// A steady stream against a server that takes a while per call: every call carries `send_at`
+// events, and only the remainder waits for the interval. (Sending whatever arrived during the
+// previous call made the server commit a small batch per round trip, without end.)
+TEST(EventReporter, SteadyStreamGoesInWholeBatchesAndTheRemainderAfterTheInterval) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::mutex mu;
+  std::vector<int> sizes;
+  std::vector<int64_t> got;
+  EventReporter r(
+      [&](const pb::ReportEventsRequest& req) -> Result<void> {
+        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+        std::lock_guard lock(mu);
+        sizes.push_back(req.events_size());
+        for (const auto& e : req.events()) got.push_back(e.pid());
+        return {};
+      },
+      log,
+      {.max_queued = 1000,
+       .max_batch = 10,
+       .send_at = 10,
+       .interval = std::chrono::milliseconds(2000)});
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 95; ++i) {
+    r.Report(Event(i));
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+  }
+  ASSERT_TRUE(WaitFor([&] { return r.sent() == 90; }));
+  {
+    std::lock_guard lock(mu);
+    EXPECT_EQ(sizes, std::vector<int>(9, 10));
+  }
+  ASSERT_TRUE(WaitFor([&] { return r.sent() == 95; }));
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(2000));
+  std::lock_guard lock(mu);
+  ASSERT_EQ(sizes.size(), 10u);
+  EXPECT_EQ(sizes.back(), 5);
+  ASSERT_EQ(got.size(), 95u);
+  for (int i = 0; i < 95; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], i);
+}
+
 }  // namespace
 }  // namespace sigil::agent
