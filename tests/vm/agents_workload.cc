@@ -11,6 +11,11 @@
 //     attesting it), then uploads and downloads MIB MiB each way, half-closing after the
 //     upload, and checks both SHA-256 digests. Prints "WORKLOAD-RESULT pass ..." or
 //     "WORKLOAD-RESULT fail <reason>" and exits 0 / 1.
+//   agents_workload stream IP PORT MIB
+//     Throughput (bench/dataplane/ktls_vm.sh): asks for MIB MiB of constant bytes (header bit
+//     63 of the download count: no upload, no digest, the server sends one buffer over and
+//     over) and reads them without hashing, so the endpoints' own per-byte work stays small
+//     against the relays'. Prints "WORKLOAD-STREAM pass MIB MiB in S s (R MiB/s)".
 //   agents_workload get IP PORT PATH
 //     HTTP/1.0 GET, the body on stdout (reads the agents' /metrics).
 // Every socket has 60 s send/receive timeouts; the wait for the mesh is bounded too.
@@ -38,6 +43,7 @@ namespace {
 
 constexpr size_t kChunk = 64 * 1024;
 constexpr uint64_t kUpSeed = 0xa9e7, kDownSeed = 0x5e1f;
+constexpr uint64_t kStreamFlag = uint64_t{1} << 63;  // in the download count: `stream` mode
 
 void SetTimeouts(int fd, int seconds) {
   timeval tv{};
@@ -138,6 +144,16 @@ bool ServeOne(int fd) {
   uint8_t header[16];
   if (!RecvExact(fd, header, sizeof(header))) return false;
   const uint64_t up = GetU64(header), down = GetU64(header + 8);
+  if ((down & kStreamFlag) != 0) {
+    std::vector<uint8_t> chunk(kChunk);
+    Generator(kDownSeed).Fill({chunk.data(), chunk.size()});
+    for (uint64_t left = down & ~kStreamFlag; left > 0;) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(kChunk, left));
+      if (!SendAll(fd, chunk.data(), n)) return false;
+      left -= n;
+    }
+    return true;
+  }
   auto [got, sha] = RecvToEof(fd);  // the upload ends with the client's half-close
   if (got < 0 || static_cast<uint64_t>(got) != up) {
     std::printf("WORKLOAD-SERVER upload of %llu bytes: got %lld (%s)\n",
@@ -235,6 +251,59 @@ int Fetch(const char* ip, const char* port, uint64_t mib) {
   return 0;
 }
 
+int Stream(const char* ip, const char* port, uint64_t mib) {
+  sockaddr_in to = Address(ip, port);
+  using Clock = std::chrono::steady_clock;
+  const auto deadline = Clock::now() + std::chrono::seconds(240);
+  Outcome probe;
+  while (Clock::now() < deadline) {  // the same wait for the mesh as `fetch`
+    probe = Exchange(to, 16, 16);
+    if (probe.ok) break;
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+  }
+  if (!probe.ok) {
+    std::printf("WORKLOAD-STREAM fail mesh never answered: %s\n", probe.detail.c_str());
+    return 1;
+  }
+  OwnedFd fd(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  SetTimeouts(fd.get(), 60);
+  const uint64_t bytes = mib << 20;
+  const auto t0 = Clock::now();
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&to), sizeof(to)) != 0) {
+    std::printf("WORKLOAD-STREAM fail connect: %s\n", std::strerror(errno));
+    return 1;
+  }
+  uint8_t header[16];
+  PutU64(header, 0);
+  PutU64(header + 8, bytes | kStreamFlag);
+  if (!SendAll(fd.get(), header, sizeof(header)) || ::shutdown(fd.get(), SHUT_WR) != 0) {
+    std::printf("WORKLOAD-STREAM fail sending the request\n");
+    return 1;
+  }
+  std::vector<uint8_t> chunk(4 * kChunk);
+  uint64_t got = 0;
+  for (;;) {
+    ssize_t r = ::recv(fd.get(), chunk.data(), chunk.size(), 0);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      std::printf("WORKLOAD-STREAM fail recv after %llu bytes: %s\n",
+                  static_cast<unsigned long long>(got), std::strerror(errno));
+      return 1;
+    }
+    if (r == 0) break;
+    got += static_cast<uint64_t>(r);
+  }
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  if (got != bytes) {
+    std::printf("WORKLOAD-STREAM fail %llu of %llu bytes\n", static_cast<unsigned long long>(got),
+                static_cast<unsigned long long>(bytes));
+    return 1;
+  }
+  std::printf("WORKLOAD-STREAM pass %llu MiB in %.3f s (%.2f MiB/s)\n",
+              static_cast<unsigned long long>(mib), secs, static_cast<double>(mib) / secs);
+  return 0;
+}
+
 // HTTP/1.0 GET of http://IP:PORT/PATH, body to stdout (the agents' /metrics; the guest has no
 // resolver libraries, so no tool that looks names up).
 int Get(const char* ip, const char* port, const char* path) {
@@ -274,8 +343,14 @@ int main(int argc, char** argv) {
   if (argc == 5 && std::string(argv[1]) == "fetch") {
     return sigil::vmtest::Fetch(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
   }
+  if (argc == 5 && std::string(argv[1]) == "stream") {
+    return sigil::vmtest::Stream(argv[2], argv[3], std::strtoull(argv[4], nullptr, 10));
+  }
   if (argc == 5 && std::string(argv[1]) == "get")
     return sigil::vmtest::Get(argv[2], argv[3], argv[4]);
-  std::fprintf(stderr, "usage: %s serve IP PORT | fetch IP PORT MIB | get IP PORT PATH\n", argv[0]);
+  std::fprintf(stderr,
+               "usage: %s serve IP PORT | fetch IP PORT MIB | stream IP PORT MIB | get IP PORT "
+               "PATH\n",
+               argv[0]);
   return 2;
 }
