@@ -469,7 +469,7 @@ class CredsFuseTest(unittest.TestCase):
         return f" {self.mount} " in Path("/proc/self/mountinfo").read_text()
 
     def fusermount_helpers(self) -> list[int]:
-        """The fusermount3 processes libfuse left to auto-unmount our mount."""
+        """The fusermount3 processes the agent started to auto-unmount our mount."""
         pids = []
         for d in Path("/proc").iterdir():
             if not d.name.isdigit():

@@ -18,19 +18,22 @@
 #include <cstring>
 #include <mutex>
 
+#include "agent/creds/fusermount.h"
 #include "agent/creds/mount_util.h"
 #include "common/file_util.h"
 
 namespace sigil::agent::creds {
 namespace {
 
-// auto_unmount: libfuse mounts through fusermount3, which stays behind and unmounts when the
-// agent's end of its socket closes, so even a SIGKILLed agent leaves no dead mount. Without
-// fusermount3 (package fuse3) the agent mounts directly (root) and relies on the stale-mount
-// cleanup at its next start instead.
-constexpr const char* kMountOptions[] = {
-    "allow_other,auto_unmount,ro,nosuid,nodev,noexec,fsname=sigil-creds,subtype=sigil-creds",
-    "allow_other,ro,nosuid,nodev,noexec,fsname=sigil-creds,subtype=sigil-creds"};
+// First through fusermount3 with auto_unmount (fusermount.h): it stays behind and unmounts
+// when the agent's end of its socket closes, so even a SIGKILLed agent leaves no dead mount.
+// Without fusermount3 (package fuse3) libfuse mounts directly (root, no fork) and the
+// stale-mount cleanup at the next start takes the place of auto_unmount.
+constexpr const char* kMountOptions =
+    "allow_other,ro,nosuid,nodev,noexec,fsname=sigil-creds,subtype=sigil-creds";
+constexpr const char* kFusermountOptions =
+    "allow_other,auto_unmount,ro,nosuid,nodev,noexec,fsname=sigil-creds,subtype=sigil-creds";
+constexpr auto kFusermountTimeout = std::chrono::seconds(10);
 
 // libfuse's own messages (option errors, mount failures) go to our log, not to stderr.
 std::mutex g_log_mu;
@@ -142,25 +145,40 @@ Result<std::unique_ptr<CredsFs>> CredsFs::Start(CredsFsOptions options, Agent& a
   ops.open = &OpOpen;
   ops.read = &OpRead;
   ops.release = &OpRelease;
-  for (const char* mount_options : kMountOptions) {
-    std::string arg0 = "sigil-creds", arg1 = "-o", arg2 = mount_options;
-    char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
-    struct fuse_args args = FUSE_ARGS_INIT(3, argv);
-    fs->fuse_ = fuse_new(&args, &ops, sizeof ops, fs.get());
-    fuse_opt_free_args(&args);
-    if (fs->fuse_ == nullptr) {
+  std::string arg0 = "sigil-creds", arg1 = "-o", arg2 = kMountOptions;
+  char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
+  struct fuse_args args = FUSE_ARGS_INIT(3, argv);
+  fs->fuse_ = fuse_new(&args, &ops, sizeof ops, fs.get());
+  fuse_opt_free_args(&args);
+  if (fs->fuse_ == nullptr) {
+    fs->stopped_ = true;
+    return Internal("credential filesystem: fuse_new failed (see creds.fuse.log)");
+  }
+  auto helper = MountWithFusermount(fs->options_.mount_dir, kFusermountOptions, kFusermountTimeout);
+  if (helper.ok()) {
+    // libfuse takes a device that is already mounted as the mount point "/dev/fd/N" and then
+    // leaves the unmount to us (Stop: fusermount3, through the keepalive socket).
+    fs->fusermount_ = std::move(helper).value();
+    const std::string dev = "/dev/fd/" + std::to_string(fs->fusermount_.device.get());
+    if (fuse_mount(fs->fuse_, dev.c_str()) == 0) {
+      (void)fs->fusermount_.device.Release();  // the session owns it now
+    } else {
+      ReleaseFusermount(fs->fusermount_, std::chrono::seconds(5));
+      fuse_destroy(fs->fuse_);
       fs->stopped_ = true;
-      return Internal("credential filesystem: fuse_new failed (see creds.fuse.log)");
+      fs->fuse_ = nullptr;
+      return Internal("credential filesystem: libfuse refused the mounted device");
     }
-    if (fuse_mount(fs->fuse_, fs->options_.mount_dir.c_str()) == 0) break;
-    fuse_destroy(fs->fuse_);
-    fs->fuse_ = nullptr;
-    if (mount_options == kMountOptions[0]) {
-      log.Warn("creds.mount.no_auto_unmount",
-               {{"dir", fs->options_.mount_dir},
-                {"reason",
-                 "mounting through fusermount3 failed; mounting directly (a killed "
-                 "agent leaves a dead mount, detached at the next start)"}});
+  } else {
+    log.Warn("creds.mount.no_auto_unmount",
+             {{"dir", fs->options_.mount_dir},
+              {"error", helper.error().message()},
+              {"reason",
+               "mounting through fusermount3 failed; mounting directly (a killed agent leaves a "
+               "dead mount, detached at the next start)"}});
+    if (fuse_mount(fs->fuse_, fs->options_.mount_dir.c_str()) != 0) {
+      fuse_destroy(fs->fuse_);
+      fs->fuse_ = nullptr;
     }
   }
   if (fs->fuse_ == nullptr) {
@@ -232,10 +250,21 @@ void CredsFs::Stop() {
   }
   if (fuse_ != nullptr) {
     // Closes the device first (blocked callers get ENOTCONN), then a lazy unmount. Skipped
-    // when someone else already unmounted it (libfuse would complain on stderr).
+    // when someone else already unmounted it (libfuse would complain on stderr). A mount made
+    // through fusermount3 is unmounted by it once the keepalive socket closes.
     auto mounted = IsCredsMount(options_.mount_dir);
-    if (!mounted.ok() || *mounted) fuse_unmount(fuse_);
-    fuse_destroy(fuse_);
+    if (fusermount_.helper > 0) {
+      fuse_destroy(fuse_);
+      if (!ReleaseFusermount(fusermount_, std::chrono::seconds(5))) {
+        log_.Warn("creds.unmount.helper",
+                  {{"dir", options_.mount_dir}, {"reason", "fusermount3 did not exit; killed"}});
+      }
+      mounted = IsCredsMount(options_.mount_dir);
+      if (mounted.ok() && *mounted) (void)::umount2(options_.mount_dir.c_str(), MNT_DETACH);
+    } else {
+      if (!mounted.ok() || *mounted) fuse_unmount(fuse_);
+      fuse_destroy(fuse_);
+    }
     fuse_ = nullptr;
     log_.Info("creds.unmount", {{"dir", options_.mount_dir}});
   }

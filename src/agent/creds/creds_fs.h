@@ -43,6 +43,7 @@
 
 #include "agent/attest/attest.h"
 #include "agent/core/agent.h"
+#include "agent/creds/fusermount.h"
 #include "common/log.h"
 #include "common/owned_fd.h"
 #include "common/result.h"
@@ -95,6 +96,7 @@ class CredsFs {
   attest::Attestor& attestor_;
   Logger& log_;
   struct fuse* fuse_ = nullptr;
+  FusermountMount fusermount_;  // when mounted through fusermount3 (auto_unmount)
   OwnedFd stop_fd_;
   std::vector<std::thread> workers_;
   std::atomic<bool> stopped_{false};
