@@ -74,37 +74,38 @@ for who in server client; do
   cat "$PKI/$who.crt" "$PKI/$who.key" >"$PKI/$who.pem"
 done
 rm -f "$PKI/ca.key"
-cat >"$ROOT/haproxy-client.cfg" <<'EOF'
+haproxy_head() {  # the part both HAProxy configurations share
+  cat <<'EOF'
 global
     nbthread 1
     maxconn 200
-    ssl-server-verify required
 defaults
     mode tcp
     timeout connect 5s
     timeout client 300s
     timeout server 300s
+EOF
+}
+{
+  haproxy_head | sed 's/^global$/global\n    ssl-server-verify required/'
+  cat <<'EOF'
 frontend fe
     bind 127.0.0.1:9000
     default_backend be
 backend be
     server s1 10.77.0.2:9443 ssl crt /pki/client.pem ca-file /pki/ca.pem verify required verifyhost server.bench.invalid ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.3 alpn sigil/1
 EOF
-cat >"$ROOT/haproxy-server.cfg" <<'EOF'
-global
-    nbthread 1
-    maxconn 200
-defaults
-    mode tcp
-    timeout connect 5s
-    timeout client 300s
-    timeout server 300s
+} >"$ROOT/haproxy-client.cfg"
+{
+  haproxy_head
+  cat <<'EOF'
 frontend fe
     bind 10.77.0.2:9443 ssl crt /pki/server.pem ca-file /pki/ca.pem verify required ssl-min-ver TLSv1.3 ssl-max-ver TLSv1.3 alpn sigil/1
     default_backend be
 backend be
     server app 10.77.0.2:8082
 EOF
+} >"$ROOT/haproxy-server.cfg"
 
 cat >"$WORK/init" <<EOF
 #!/bin/busybox sh
@@ -117,11 +118,8 @@ MODE=@MODE@
 EOF
 cat >>"$WORK/init" <<'EOF'
 . /agents_guest.sh
-guest_base
 agents_up
-
-ip netns exec sgB $SIGIL run --cgroup-root /cgroup2 --managed-cgroup sigil-vm-b -- \
-  /bin/vm_server serve 10.77.0.2 8080 >/tmp/web.log 2>&1 &
+web_up
 ip netns exec sgB /bin/vm_server serve 10.77.0.2 8082 >/tmp/plain-server.log 2>&1 &
 ip netns exec sgB /opt/haproxy/haproxy -db -f /haproxy-server.cfg >/tmp/haproxy-b.log 2>&1 &
 ip netns exec sgA /opt/haproxy/haproxy -db -f /haproxy-client.cfg >/tmp/haproxy-a.log 2>&1 &

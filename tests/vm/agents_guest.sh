@@ -2,8 +2,8 @@
 # The guest side of the two-agent QEMU runs (tests/vm/run_agents_vm.sh,
 # bench/dataplane/ktls_vm.sh), sourced by their init scripts (busybox sh). guest_base mounts
 # the basics; agents_up builds the two "hosts" (network namespaces sgA 10.77.0.1 and sgB
-# 10.77.0.2 joined by veth), starts `sigil server` in sgA and one agent per namespace, and
-# returns once both agents are ready. Every wait is a bounded loop; a setup failure prints
+# 10.77.0.2 joined by veth), starts `sigil server` in sgA and one agent per namespace (after
+# guest_base), and returns once both agents are ready; web_up starts the server workload. Every wait is a bounded loop; a setup failure prints
 # AGENTS-RESULT fail and powers off.
 #
 # Inputs: AGENT_FLAGS (extra agent flags), KTLS (on: load tls.ko, the default; off: no kTLS).
@@ -46,6 +46,7 @@ wait_file() {
 kv() { sed -n "s/^$2=//p" "$1" | head -n 1; }
 
 agents_up() {
+  guest_base
   say "INIT kernel $(uname -r), kTLS ${KTLS:-on}, agent flags: ${AGENT_FLAGS:-(none)}"
   if [ "${KTLS:-on}" = on ]; then
     modprobe tls || result "fail modprobe tls"
@@ -99,5 +100,10 @@ agents_up() {
   for n in a b; do
     grep -o 'dataplane.start.*' /tmp/agent-$n.log | head -n 1 | sed "s/^/AGENTS-LOG agent-$n: /"
   done
+}
 
+# The server workload behind agent B (the `mutual` Service web, 10.77.0.2:8080), under sigil run.
+web_up() {
+  ip netns exec sgB $SIGIL run --cgroup-root /cgroup2 --managed-cgroup sigil-vm-b -- \
+    /bin/vm_server serve 10.77.0.2 8080 >/tmp/web.log 2>&1 &
 }

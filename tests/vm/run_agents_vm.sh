@@ -53,11 +53,8 @@ AGENT_FLAGS="@AGENT_FLAGS@"
 EOF
 cat >>"$WORK/init" <<'EOF'
 . /agents_guest.sh
-guest_base
 agents_up
-
-ip netns exec sgB $SIGIL run --cgroup-root /cgroup2 --managed-cgroup sigil-vm-b -- \
-  /bin/vm_server serve 10.77.0.2 8080 >/tmp/web.log 2>&1 &
+web_up
 scrape() {  # scrape NETNS HOST:PORT -> the agent's /metrics (not in a managed cgroup)
   ip netns exec $1 /bin/vm_client get "${2%:*}" "${2##*:}" /metrics
 }
