@@ -37,6 +37,7 @@ struct MuxConnection::Stream {
   bool shut_wr = false;                   // fd's write side shut after remote_fin
   bool blocked = false;                   // listed in blocked_
   bool hup_seen = false;                  // an event reported the peer's EOF/hangup
+  bool bulk = false;                      // the last local read filled all it asked for
   uint32_t send_credit = kInitialWindow;  // bytes we may still send
   uint32_t recv_credit = kInitialWindow;  // bytes the peer may still send
   uint32_t unacked = 0;                   // written to fd, not yet returned as credit
@@ -463,7 +464,9 @@ void MuxConnection::PumpStream(Stream& s) {
     // Up to kFramesPerRead DATA frames in one recvmsg: each payload lands right after a
     // header slot, so the frames are contiguous in out_ without a copy (earlier slots are
     // always full when a later one gets bytes).
-    const size_t want = std::min<size_t>(kFramesPerRead * kMaxDataPayload, s.send_credit);
+    // Small messages keep one frame per read; a read that came back full asks for more.
+    const size_t want =
+        std::min<size_t>((s.bulk ? kFramesPerRead : 1) * kMaxDataPayload, s.send_credit);
     const size_t frames = (want + kMaxDataPayload - 1) / kMaxDataPayload;
     auto tail = out_.Tail(frames * kHeaderBytes + want);
     struct iovec iov[kFramesPerRead];
@@ -494,6 +497,7 @@ void MuxConnection::PumpStream(Stream& s) {
       s.last_activity = SteadyClock::now();
       // A short read drained the socket and the next arrival raises a new edge, unless the
       // EOF is already queued behind the data (its edge came with this wakeup).
+      s.bulk = static_cast<size_t>(n) == want;
       if (static_cast<size_t>(n) < want && !s.hup_seen) s.readable = false;
       continue;
     }
