@@ -55,6 +55,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from preflight import quiet_or_warn  # noqa: E402
+
 TD = "example.org"
 PORT = 8080            # nginx in B: the Sigil Service (mode mutual)
 PLAIN_PORT = 8081      # the same nginx server, a port no Service covers: the plain path (so a
@@ -702,6 +705,9 @@ for line in sys.stdin:
 
     def run(self) -> None:
         a = self.args
+        self.busy = quiet_or_warn()
+        if self.busy:
+            log(self.busy)
         log(f"temp dir {self.tmp}; namespaces {self.ns_a} ({self.ip_a}), {self.ns_b} "
             f"({self.ip_b}); {os.cpu_count()} CPUs")
         self.make_hosts()
@@ -928,6 +934,8 @@ for line in sys.stdin:
                 print("  - " + f.splitlines()[0][:300])
         else:
             print("all phases ran")
+        if getattr(self, "busy", ""):
+            print(self.busy)
 
     # --- cleanup ----------------------------------------------------------------------------
 

@@ -28,10 +28,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent / "tests" / "interop"))
 sys.path.insert(0, str(HERE.parent.parent / "tests" / "dataplane"))
+sys.path.insert(0, str(HERE.parent))
 
 import helpers  # noqa: E402
 from helpers import Peer, run  # noqa: E402
 from netns_topology import delete_hosts, make_hosts, netns, remove_cgroup_tree  # noqa: E402
+from preflight import quiet_or_warn  # noqa: E402
 
 TD = "example.org"
 PID = os.getpid()
@@ -357,10 +359,16 @@ def main() -> int:
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:
+        busy = quiet_or_warn()
+        if busy:
+            bench.log(busy)
         bench.log("setting up namespaces, server, agent, nginx")
         bench.setup()
         bench.log("measuring")
-        return bench.report(bench.measure())
+        rc = bench.report(bench.measure())
+        if busy:
+            print(f"  {busy}")
+        return rc
     finally:
         bench.cleanup()
 
