@@ -248,7 +248,7 @@ spec:
         return master
 
     def measure(self) -> dict:
-        d, c = str(self.args.duration), str(self.args.conns)
+        c = str(self.args.conns)
         out: dict = {}
         # Warm up both paths (TLS sessions, the agent's grant cache).
         self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s",

@@ -219,18 +219,27 @@ Outcome Exchange(const sockaddr_in& to, uint64_t up, uint64_t down) {
           "up sha256=" + up_sha.substr(0, 16) + "... down sha256=" + sha.substr(0, 16) + "..."};
 }
 
-int Fetch(const char* ip, const char* port, uint64_t mib) {
-  sockaddr_in to = Address(ip, port);
+// Small exchanges, once a second for up to 240 s, until one succeeds (the server's agent may
+// still be attesting the server workload). Returns the last outcome; `attempts` counts them.
+Outcome WaitForMesh(const sockaddr_in& to, int* attempts) {
   using Clock = std::chrono::steady_clock;
   const auto deadline = Clock::now() + std::chrono::seconds(240);
   Outcome probe;
-  int attempts = 0;
+  *attempts = 0;
   while (Clock::now() < deadline) {
-    ++attempts;
+    ++*attempts;
     probe = Exchange(to, 16, 16);
     if (probe.ok) break;
     std::this_thread::sleep_for(std::chrono::seconds(1));
   }
+  return probe;
+}
+
+int Fetch(const char* ip, const char* port, uint64_t mib) {
+  sockaddr_in to = Address(ip, port);
+  using Clock = std::chrono::steady_clock;
+  int attempts = 0;
+  const Outcome probe = WaitForMesh(to, &attempts);
   std::printf("WORKLOAD-CLIENT mesh answered after %d attempt(s): %s\n", attempts,
               probe.ok ? "yes" : probe.detail.c_str());
   if (!probe.ok) {
@@ -254,13 +263,8 @@ int Fetch(const char* ip, const char* port, uint64_t mib) {
 int Stream(const char* ip, const char* port, uint64_t mib) {
   sockaddr_in to = Address(ip, port);
   using Clock = std::chrono::steady_clock;
-  const auto deadline = Clock::now() + std::chrono::seconds(240);
-  Outcome probe;
-  while (Clock::now() < deadline) {  // the same wait for the mesh as `fetch`
-    probe = Exchange(to, 16, 16);
-    if (probe.ok) break;
-    std::this_thread::sleep_for(std::chrono::seconds(1));
-  }
+  int attempts = 0;
+  const Outcome probe = WaitForMesh(to, &attempts);
   if (!probe.ok) {
     std::printf("WORKLOAD-STREAM fail mesh never answered: %s\n", probe.detail.c_str());
     return 1;

@@ -44,10 +44,8 @@ class EventReporter {
 
  private:
   void Run();
-  bool SendSome();
-  size_t SendAt() const {
-    return std::clamp<size_t>(options_.send_at, 1, options_.max_batch);
-  }  // false when the server could not take them
+  bool SendSome();  // false when the server could not take them
+  size_t SendAt() const { return std::clamp<size_t>(options_.send_at, 1, options_.max_batch); }
 
   const SendFn send_;
   Logger& log_;

@@ -252,16 +252,16 @@ void CredsFs::Stop() {
     // Closes the device first (blocked callers get ENOTCONN), then a lazy unmount. Skipped
     // when someone else already unmounted it (libfuse would complain on stderr). A mount made
     // through fusermount3 is unmounted by it once the keepalive socket closes.
-    auto mounted = IsCredsMount(options_.mount_dir);
     if (fusermount_.helper > 0) {
       fuse_destroy(fuse_);
       if (!ReleaseFusermount(fusermount_, std::chrono::seconds(5))) {
         log_.Warn("creds.unmount.helper",
                   {{"dir", options_.mount_dir}, {"reason", "fusermount3 did not exit; killed"}});
       }
-      mounted = IsCredsMount(options_.mount_dir);
+      auto mounted = IsCredsMount(options_.mount_dir);
       if (mounted.ok() && *mounted) (void)::umount2(options_.mount_dir.c_str(), MNT_DETACH);
     } else {
+      auto mounted = IsCredsMount(options_.mount_dir);
       if (!mounted.ok() || *mounted) fuse_unmount(fuse_);
       fuse_destroy(fuse_);
     }

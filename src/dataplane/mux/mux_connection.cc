@@ -461,10 +461,10 @@ void MuxConnection::PumpStream(Stream& s) {
       }
       break;
     }
-    // Up to kFramesPerRead DATA frames in one recvmsg: each payload lands right after a
-    // header slot, so the frames are contiguous in out_ without a copy (earlier slots are
-    // always full when a later one gets bytes).
-    // Small messages keep one frame per read; a read that came back full asks for more.
+    // Small messages keep one frame per read; after a read that came back full, up to
+    // kFramesPerRead DATA frames in one recvmsg: each payload lands right after a header slot,
+    // so the frames are contiguous in out_ without a copy (earlier slots are always full when a
+    // later one gets bytes).
     const size_t want =
         std::min<size_t>((s.bulk ? kFramesPerRead : 1) * kMaxDataPayload, s.send_credit);
     const size_t frames = (want + kMaxDataPayload - 1) / kMaxDataPayload;
@@ -495,9 +495,9 @@ void MuxConnection::PumpStream(Stream& s) {
       s.send_credit -= static_cast<uint32_t>(n);
       s.sent += static_cast<size_t>(n);
       s.last_activity = SteadyClock::now();
+      s.bulk = static_cast<size_t>(n) == want;
       // A short read drained the socket and the next arrival raises a new edge, unless the
       // EOF is already queued behind the data (its edge came with this wakeup).
-      s.bulk = static_cast<size_t>(n) == want;
       if (static_cast<size_t>(n) < want && !s.hup_seen) s.readable = false;
       continue;
     }
