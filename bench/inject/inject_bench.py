@@ -8,6 +8,9 @@ Paths, each measured with wrk (keep-alive, small requests, same connections and 
 loaded (--conns connections) then unloaded (1 connection, the latency of the hop alone):
   direct  wrk -> https://10.80.0.2:443 with the key in its own header (plain TLS from the client)
   inject  `sigil run -- wrk http://10.80.0.2:80/` -> agent A adds the key, TLS to :443
+  haproxy wrk -> http://127.0.0.1:18181 -> HAProxy (HTTP mode, one thread) sets the header, TLS
+          to :443: a reference for what a user-space hop costs on this machine (no attestation,
+          no audit)
 Targets (docs/benchmarks.md): inject requests/s >= 80 % of direct; p99 added < 1 ms (both
 phases are printed).
 """
@@ -72,6 +75,31 @@ http {{
 """
 
 
+# The reference for "what any user-space hop costs here": HAProxy doing the same job in HTTP
+# mode (plain HTTP in on loopback, the bearer header set on every request, TLS 1.3 out to the
+# same nginx with its certificate verified, one thread), without attestation or audit.
+HAPROXY = """
+global
+    nbthread 1
+    maxconn 8000
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    maxconn 8000
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port}
+    http-request set-header Authorization "Bearer {key}"
+    default_backend be
+backend be
+    server api {ip}:443 ssl ca-file {tmp}/ca.pem verify required verifyhost api.bench sni str(api.bench) ssl-min-ver TLSv1.3 alpn http/1.1
+"""
+HAPROXY_PORT = 18181
+PATHS = ("direct", "inject", "haproxy")
+
+
 def sh(*argv: object) -> subprocess.CompletedProcess:
     return run([str(a) for a in argv], timeout=60)
 
@@ -109,7 +137,7 @@ class Bench:
         print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
     def setup(self) -> None:
-        for tool in ("wrk", "nginx", "openssl", "curl", "ip"):
+        for tool in ("wrk", "nginx", "openssl", "curl", "ip", "haproxy"):
             if shutil.which(tool) is None:
                 raise SystemExit(f"inject bench: '{tool}' not found (run scripts/setup.sh)")
         self.made_ns = True
@@ -130,6 +158,9 @@ class Bench:
         (t / "nginx.conf").write_text(NGINX.format(tmp=t, key=KEY))
         self.nginx = Peer(netns(NS_B, "nginx", "-e", "stderr", "-c", t / "nginx.conf"), "nginx")
         self.peers.append(self.nginx)
+        (t / "haproxy.cfg").write_text(HAPROXY.format(tmp=t, key=KEY, ip=IP_B, port=HAPROXY_PORT))
+        self.haproxy = Peer(netns(NS_A, "haproxy", "-db", "-f", t / "haproxy.cfg"), "haproxy")
+        self.peers.append(self.haproxy)
         ready = t / "server.ready"
         server = Peer(netns(NS_A, self.args.sigil, "server", "--data-dir", t / "server",
                             "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
@@ -199,14 +230,17 @@ spec:
         self.agent = agent
         helpers.wait_ready_file(agent, ready, "agent", timeout=30)
         agent.wait_for(r"dataplane\.intercept ", timeout=15)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            r = subprocess.run(self.sigil_run(self.curl, "-s", f"http://{IP_B}/"),
-                               capture_output=True, text=True, timeout=20)
-            if r.stdout == "ok\n":
-                return
-            time.sleep(0.5)
-        raise RuntimeError(f"no answer through the agent\n{agent.output[-3000:]}")
+        for name, argv, peer in (
+                ("the agent", self.sigil_run(self.curl, "-s", f"http://{IP_B}/"), agent),
+                ("HAProxy", netns(NS_A, self.curl, "-s", self.haproxy_url()), self.haproxy)):
+            deadline = time.monotonic() + 30
+            while True:
+                r = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+                if r.stdout == "ok\n":
+                    break
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"no answer through {name}\n{peer.output[-3000:]}")
+                time.sleep(0.5)
 
     def sigil_run(self, *cmd: object) -> list[str]:
         return netns(NS_A, self.args.sigil, "run", "--cgroup-root", self.tmp / "cgroup2",
@@ -223,7 +257,7 @@ spec:
 
     def wrk_run(self, argv: list[str]) -> dict:
         procs = {"agent": self.agent.proc.pid, "server": self.server.proc.pid,
-                 "nginx": self.nginx_pid()}
+                 "nginx": self.nginx_pid(), "haproxy": self.haproxy.proc.pid}
         before = {k: self.cpu_seconds(p) for k, p in procs.items()}
         start = time.monotonic()
         r = subprocess.run(argv, capture_output=True, text=True,
@@ -234,6 +268,10 @@ spec:
         out = parse_wrk(r.stdout)
         out["cpu"] = {k: (self.cpu_seconds(p) - before[k]) / elapsed for k, p in procs.items()}
         return out
+
+    @staticmethod
+    def haproxy_url() -> str:
+        return f"http://127.0.0.1:{HAPROXY_PORT}/"
 
     def nginx_pid(self) -> int:
         # The worker (the master's only child) does the work.
@@ -254,6 +292,7 @@ spec:
         self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s",
                            "-H", f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/"))
         self.wrk_run(self.sigil_run(self.wrk, "-t", "1", "-c", c, "-d", "2s", f"http://{IP_B}/"))
+        self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s", self.haproxy_url()))
         # "loaded": the configured connections keep both cores busy, so latency includes queueing
         # behind the other connections. "unloaded": one connection, one request in flight, so
         # latency is the cost of the hop itself.
@@ -263,10 +302,12 @@ spec:
             self.log(f"{phase}: {conns} connection(s), {seconds} s x {self.args.reps}")
             common = ["-t", "1", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
             for rep in range(self.args.reps):
-                for path in ("direct", "inject"):
+                for path in PATHS:
                     if path == "direct":
                         argv = netns(NS_A, self.wrk, *common, "-H",
                                      f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/")
+                    elif path == "haproxy":
+                        argv = netns(NS_A, self.wrk, *common, self.haproxy_url())
                     else:
                         argv = self.sigil_run(self.wrk, *common, f"http://{IP_B}/")
                     perf = None
@@ -282,10 +323,11 @@ spec:
                     r = self.wrk_run(argv)
                     if perf is not None:
                         perf.wait(timeout=60)
-                    self.log(f"  {path:6s} rep {rep + 1}: {r['rps']:,.0f} req/s  "
+                    self.log(f"  {path:7s} rep {rep + 1}: {r['rps']:,.0f} req/s  "
                              f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  "
                              f"non-2xx {r['non2xx']}  socket errors {r['socket_errors']}  "
-                             "CPU/s: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"].items()))
+                             "CPU/s: " + ", ".join(f"{k} {v:.2f}" for k, v in r["cpu"].items()
+                                                 if v >= 0.005))
                     out.setdefault((phase, path), []).append(r)
         return out
 
@@ -313,8 +355,17 @@ spec:
                 ratio = r
             for q in ("p50", "p99"):
                 added[(phase, q)] = median(phase, "inject", q) - median(phase, "direct", q)
+            print(f"    haproxy (plain HTTP, adds header) {median(phase, 'haproxy', 'rps'):>8,.0f} "
+                  f"req/s  p50 {median(phase, 'haproxy', 'p50'):.3f} ms  "
+                  f"p99 {median(phase, 'haproxy', 'p99'):.3f} ms   (reference: no attestation, "
+                  "no audit)")
             print(f"    inject/direct requests/s: {r:.2f}   added latency "
                   f"p50 {added[(phase, 'p50')]:+.3f} ms, p99 {added[(phase, 'p99')]:+.3f} ms")
+            h = median(phase, "haproxy", "rps") / median(phase, "direct", "rps")
+            print(f"    haproxy/direct requests/s: {h:.2f}   added latency p50 "
+                  f"{median(phase, 'haproxy', 'p50') - median(phase, 'direct', 'p50'):+.3f} ms, "
+                  f"p99 {median(phase, 'haproxy', 'p99') - median(phase, 'direct', 'p99'):+.3f} ms;"
+                  f"  inject/haproxy: {median(phase, 'inject', 'rps') / median(phase, 'haproxy', 'rps'):.2f}")
         print(f"  non-2xx or socket errors: {bad}")
         print(f"  [{'MET ' if ratio >= 0.8 else 'MISS'}] requests/s >= 80 % of direct "
               f"({self.args.conns} connections): {ratio * 100:.0f} %")
@@ -325,6 +376,15 @@ spec:
         return 0 if bad == 0 else 1
 
     def cleanup(self) -> None:
+        # nginx's master leaves its worker running when killed (SIGKILL): stop it with SIGTERM,
+        # which takes the worker down too, before the peers are killed.
+        nginx = getattr(self, "nginx", None)
+        if nginx is not None and nginx.proc.poll() is None:
+            nginx.proc.send_signal(signal.SIGTERM)
+            try:
+                nginx.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
         for p in reversed(self.peers):
             p.kill()
         remove_cgroup_tree(self.tmp / "cgroup2" / self.managed)

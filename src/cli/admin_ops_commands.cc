@@ -1,6 +1,7 @@
 // `sigil token create`, `sigil node list`, `sigil audit [verify]`: admin API clients.
 #include <httplib.h>
 
+#include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -80,13 +81,35 @@ std::string Endpoint(const nlohmann::json& details) {
   return (method.empty() ? "" : method + " ") + host + Str(details, "path");
 }
 
-// `sigil audit --binding NAME`: who used the binding's credential, when, against what.
+// "2026-12-05T13:42:03.123Z" for a Unix time in milliseconds.
+std::string Rfc3339Millis(int64_t ms) {
+  std::string s = FormatRfc3339(TimePoint(std::chrono::milliseconds(ms)));
+  char frac[8];
+  std::snprintf(frac, sizeof frac, ".%03d", static_cast<int>(ms % 1000));
+  s.insert(s.size() - 1, frac);
+  return s;
+}
+
+// `sigil audit --binding NAME`: who used the binding's credential, when, against what. A
+// dataplane.inject record holds a connection's batch of requests: one line per request, at the
+// time the agent forwarded it.
 void PrintBindingRecords(const nlohmann::json& records) {
   auto cell = [](std::string v) { return v.empty() ? std::string("-") : v; };
   std::cout << "TIME\tTYPE\tNODE\tPID\tEXE\tIDENTITY\tENDPOINT\tDETAIL\n";
   for (const auto& r : records) {
     nlohmann::json details = r.value("details", nlohmann::json::object());
     if (!details.is_object()) details = nlohmann::json::object();
+    if (const auto it = details.find("requests"); it != details.end() && it->is_array()) {
+      for (const auto& req : *it) {
+        if (!req.is_object()) continue;
+        const auto ms = req.value("time_unix_ms", int64_t{0});
+        const std::string when = ms > 0 ? Rfc3339Millis(ms) : Str(r, "time");
+        std::cout << when << "\t" << Str(r, "type") << "\t" << cell(Str(r, "node")) << "\t"
+                  << cell(Str(r, "pid")) << "\t" << cell(Str(r, "exe")) << "\t"
+                  << cell(Str(r, "identity")) << "\t" << cell(Endpoint(req)) << "\t-\n";
+      }
+      continue;
+    }
     std::string detail = Str(details, "reason");
     if (detail.empty() && !Str(details, "source").empty()) {
       detail = "source=" + Str(details, "source");

@@ -53,7 +53,9 @@ class AgentProxyHost final : public dataplane::ProxyHost {
     e.set_identity(identity);
     e.set_pid(pid);
     e.set_exe(exe);
-    e.set_details_json(details.dump());
+    // Peer-supplied strings (a Host header, a refusal's reason) may hold any byte: invalid
+    // UTF-8 is replaced rather than thrown on the event loop.
+    e.set_details_json(details.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
     agent_.ReportEvent(std::move(e));
   }
 

@@ -589,13 +589,21 @@ spec:
         r = run(self.sigil_run(PYTHON, "-c", RAW_CLIENT, IP_B,
                                f"GET /y HTTP/1.1\\r\\nHost: {IP_B}\\r\\nX-A: one\\rtwo\\r\\n\\r\\n"))
         self.assertTrue(r.stdout.startswith("HTTP/1.1 400"), r.stdout)
+        # A Host that is not even UTF-8: refused and audited like any other, and the agent goes
+        # on serving.
+        r = run(self.sigil_run(PYTHON, "-c", RAW_CLIENT, IP_B,
+                               "GET /z HTTP/1.1\\r\\nHost: \\xff\\xfeevil\\r\\n\\r\\n"))
+        self.assertTrue(r.stdout.startswith("HTTP/1.1 400"), r.stdout)
+        self.assertIn("invalid Host value", r.stdout)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             after = len(self.audit("dataplane.denied")) + len(self.audit("dataplane.refused"))
-            if after >= before + 2:
+            if after >= before + 3:
                 break
             time.sleep(0.3)
-        self.assertGreaterEqual(after, before + 2)
+        self.assertGreaterEqual(after, before + 3)
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10", f"http://{IP_B}/after"))
+        self.assertEqual(r.stdout, "ok auth=1 path=/after\n")
 
     def scan_paused_client(self, script: str, control: bytes) -> None:
         """Runs `script` (which makes one request, prints the status line and stops itself)
@@ -652,25 +660,50 @@ spec:
         self.scan_paused_client(PAUSING_CLIENT, b"ok auth=1 path=/mem")
 
     def test_06_each_request_is_audited(self):
-        run(self.sigil_run(CURL, "-sS", "--max-time", "10", f"http://{IP_B}/audited?q=secret-q"))
+        # Three requests on one keep-alive connection: each is in the audit with its own time,
+        # method, host and path (no query), in the connection's dataplane.inject record(s).
+        paths = ["/audited", "/audited/2", "/audited/3"]
+        r = run(self.sigil_run(CURL, "-sS", "--max-time", "10",
+                               *(f"http://{IP_B}{p}?q=secret-q" for p in paths)))
+        self.assertEqual(r.stdout, "".join(f"ok auth=1 path={p}?q=secret-q\n" for p in paths))
         deadline = time.monotonic() + 10
-        rec = None
-        while rec is None and time.monotonic() < deadline:
-            for r in self.audit("dataplane.inject"):
-                d = r.get("details", {})
+        found: dict[str, tuple[dict, dict]] = {}
+        while len(found) < len(paths) and time.monotonic() < deadline:
+            for rec in self.audit("dataplane.inject"):
+                d = rec.get("details", {})
                 if isinstance(d, str):
                     d = json.loads(d)
-                if d.get("path") == "/audited":
-                    rec = (r, d)
+                for req in d.get("requests", []):
+                    if req.get("path") in paths:
+                        found[req["path"]] = (rec, d, req)
             time.sleep(0.3)
-        self.assertIsNotNone(rec, "no dataplane.inject record for /audited")
-        r, d = rec
-        self.assertEqual(d["binding"], "api-bearer")
-        self.assertEqual(d["method"], "GET")
-        self.assertEqual(d["host"], IP_B)
-        self.assertNotIn("secret-q", json.dumps(r))
-        self.assertIn(f"spiffe://{TD}/client", json.dumps(r))
-        self.assertIn(CURL, json.dumps(r))
+        self.assertEqual(sorted(found), sorted(paths), "injected requests missing from the audit")
+        times = []
+        for path, (rec, d, req) in found.items():
+            self.assertEqual(d["binding"], "api-bearer")
+            self.assertEqual(d["service"], "api")
+            self.assertEqual(req["method"], "GET")
+            self.assertEqual(req["host"], IP_B)
+            self.assertNotIn("secret-q", json.dumps(rec))
+            self.assertEqual(rec["identity"], f"spiffe://{TD}/client")
+            self.assertEqual(rec["exe"], CURL)
+            times.append(req["time_unix_ms"])
+        self.assertEqual(times, sorted(times))
+        self.assertLess(abs(times[0] / 1000 - time.time()), 60)
+        # One connection, one process.
+        self.assertEqual(len({found[p][0]["pid"] for p in paths}), 1)
+        # `sigil audit --binding` answers "which process used it, when, against what": a line
+        # per request.
+        text = self.cli("audit", "--binding", "api-bearer").stdout
+        for p in paths:
+            line = next((ln for ln in text.splitlines() if ln.endswith(f"GET {IP_B}{p}\t-")),
+                        None)
+            self.assertIsNotNone(line, text)
+            cols = line.split("\t")
+            self.assertEqual(cols[1], "dataplane.inject")
+            self.assertEqual(cols[4], CURL)
+            self.assertEqual(cols[5], f"spiffe://{TD}/client")
+            self.assertRegex(cols[0], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
     def test_07_sigv4_signed_on_the_wire_checked_by_botocore(self):
         # GET with a query and a path needing encoding, then a PUT with a body (S3: unsigned

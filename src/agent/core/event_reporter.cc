@@ -9,16 +9,24 @@ EventReporter::EventReporter(SendFn send, Logger& log, Options options)
 
 EventReporter::~EventReporter() { Stop(); }
 
+size_t EventReporter::EventBytes(const sigil::agent::v1::AgentEvent& e) {
+  return e.type().size() + e.identity().size() + e.exe().size() + e.details_json().size() + 32;
+}
+
 void EventReporter::Report(sigil::agent::v1::AgentEvent event) {
   bool wake = false;
   {
     std::lock_guard lock(mu_);
-    if (queue_.size() >= options_.max_queued) {
+    const bool was_due = ReportDue();
+    queued_bytes_ += EventBytes(event);
+    queue_.push_back(std::move(event));
+    while (queue_.size() > 1 &&
+           (queue_.size() > options_.max_queued || queued_bytes_ > options_.max_queued_bytes)) {
+      queued_bytes_ -= EventBytes(queue_.front());
       queue_.pop_front();
       ++dropped_;
     }
-    queue_.push_back(std::move(event));
-    wake = queue_.size() == SendAt();
+    wake = !was_due && ReportDue();
   }
   // Wake the sender only once `send_at` events wait; otherwise the interval collects more.
   // (Waking it per event cost a context switch per request at thousands of injected requests
@@ -38,9 +46,14 @@ uint64_t EventReporter::dropped() const {
 
 bool EventReporter::SendSome() {
   sigil::agent::v1::ReportEventsRequest request;
+  uint64_t dropped_before = 0;
   {
     std::lock_guard lock(mu_);
+    dropped_before = dropped_;
+    size_t bytes = 0;
     for (size_t i = 0; i < queue_.size() && i < options_.max_batch; ++i) {
+      bytes += EventBytes(queue_[i]);
+      if (i > 0 && bytes > options_.max_batch_bytes) break;
       *request.add_events() = queue_[i];
     }
   }
@@ -48,15 +61,19 @@ bool EventReporter::SendSome() {
   auto r = send_(request);
   std::lock_guard lock(mu_);
   if (!r.ok() && r.error().code() != ErrorCode::kInvalidArgument) return false;  // retry later
+  // Events dropped while the report was out (a full queue) went from the front, where the
+  // reported ones were: only the reported events still queued are removed.
+  const size_t reported = static_cast<size_t>(request.events_size());
+  const size_t gone = static_cast<size_t>(std::min<uint64_t>(dropped_ - dropped_before, reported));
   if (!r.ok()) {
     // The server refused the batch as malformed: retrying cannot help, so drop it (a bug).
-    log_.Error("audit.report.refused",
-               {{"error", r.error().message()}, {"events", request.events_size()}});
-    dropped_ += static_cast<uint64_t>(request.events_size());
+    log_.Error("audit.report.refused", {{"error", r.error().message()}, {"events", reported}});
+    dropped_ += reported - gone;
   } else {
-    sent_ += static_cast<uint64_t>(request.events_size());
+    sent_ += reported;
   }
-  const auto n = std::min(queue_.size(), static_cast<size_t>(request.events_size()));
+  const auto n = std::min(queue_.size(), reported - gone);
+  for (size_t i = 0; i < n; ++i) queued_bytes_ -= EventBytes(queue_[i]);
   queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   return true;
 }
@@ -66,8 +83,8 @@ void EventReporter::Run() {
     bool interval_over = false;
     {
       std::unique_lock lock(mu_);
-      interval_over = !cv_.wait_for(lock, options_.interval,
-                                    [this] { return stopping_ || queue_.size() >= SendAt(); });
+      interval_over =
+          !cv_.wait_for(lock, options_.interval, [this] { return stopping_ || ReportDue(); });
       if (stopping_) break;
       if (queue_.empty()) continue;
     }
@@ -79,7 +96,7 @@ void EventReporter::Run() {
       {
         std::lock_guard lock(mu_);
         if (stopping_ || queue_.empty()) break;
-        if (queue_.size() < SendAt() && !interval_over) break;
+        if (!ReportDue() && !interval_over) break;
       }
       if (!SendSome()) break;  // the server is away: retry after the interval
       interval_over = false;   // a partial batch once per interval

@@ -22,14 +22,22 @@ class EventReporter {
  public:
   using SendFn = std::function<Result<void>(const sigil::agent::v1::ReportEventsRequest&)>;
   struct Options {
-    size_t max_queued = 16384;  // ~4 MiB; the oldest are dropped (and counted) beyond
-    size_t max_batch = 256;     // the server's limit per report
-    // Queued events that make a report go at once; fewer wait at most `interval`. Larger
-    // batches cost the server less per event (one commit each) but arrive as longer bursts of
-    // work, which on a node shared with the server shows up in request latency.
+    // Bounds of the queue; the oldest events are dropped (and counted) beyond either.
+    size_t max_queued = 16384;
+    size_t max_queued_bytes = size_t{8} << 20;
+    // Bounds of one report: the server takes 256 events, and gRPC 4 MiB per message.
+    size_t max_batch = 256;
+    size_t max_batch_bytes = size_t{1} << 20;
+    // Queued events, or bytes of them, that make a report go at once; less waits at most
+    // `interval`. Larger reports cost the server less per event (one commit each) but arrive
+    // as longer bursts of work, which on a node shared with the server shows up in request
+    // latency. An inject record (a connection's batch of up to 32 requests) is 1-9 KiB.
     size_t send_at = 32;
+    size_t send_at_bytes = 16 * 1024;
     std::chrono::milliseconds interval{500};
   };
+  // What an event counts for against the byte bounds (its strings, plus framing).
+  static size_t EventBytes(const sigil::agent::v1::AgentEvent& e);
 
   EventReporter(SendFn send, Logger& log) : EventReporter(std::move(send), log, Options{}) {}
   EventReporter(SendFn send, Logger& log, Options options);
@@ -46,6 +54,9 @@ class EventReporter {
   void Run();
   bool SendSome();  // false when the server could not take them
   size_t SendAt() const { return std::clamp<size_t>(options_.send_at, 1, options_.max_batch); }
+  bool ReportDue() const {  // mu_ held
+    return queue_.size() >= SendAt() || queued_bytes_ >= options_.send_at_bytes;
+  }
 
   const SendFn send_;
   Logger& log_;
@@ -53,6 +64,7 @@ class EventReporter {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<sigil::agent::v1::AgentEvent> queue_;
+  size_t queued_bytes_ = 0;  // EventBytes of queue_
   uint64_t sent_ = 0, dropped_ = 0;
   bool stopping_ = false;
   std::thread thread_;

@@ -134,5 +134,77 @@ TEST(EventReporter, SteadyStreamGoesInWholeBatchesAndTheRemainderAfterTheInterva
   for (int i = 0; i < 95; ++i) EXPECT_EQ(got[static_cast<size_t>(i)], i);
 }
 
+pb::AgentEvent BigEvent(int i, size_t details_bytes) {
+  pb::AgentEvent e = Event(i);
+  e.set_details_json("{\"x\":\"" + std::string(details_bytes, 'x') + "\"}");
+  return e;
+}
+
+// Large events (a connection's batch of injected requests is several KiB) count by size: a
+// report stays under max_batch_bytes, and the queue under max_queued_bytes.
+TEST(EventReporter, ReportsAndTheQueueAreBoundedInBytes) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::atomic<bool> up{false};
+  std::mutex mu;
+  std::vector<size_t> report_bytes;
+  std::vector<int64_t> got;
+  const size_t one = EventReporter::EventBytes(BigEvent(0, 1000));
+  EventReporter r(
+      [&](const pb::ReportEventsRequest& req) -> Result<void> {
+        if (!up) return Unavailable("away");
+        std::lock_guard lock(mu);
+        size_t bytes = 0;
+        for (const auto& e : req.events()) {
+          bytes += EventReporter::EventBytes(e);
+          got.push_back(e.pid());
+        }
+        report_bytes.push_back(bytes);
+        return {};
+      },
+      log,
+      {.max_queued = 1000,
+       .max_queued_bytes = 10 * one,
+       .max_batch = 100,
+       .max_batch_bytes = 3 * one,
+       .interval = std::chrono::milliseconds(10)});
+  for (int i = 0; i < 14; ++i) r.Report(BigEvent(i, 1000));
+  EXPECT_EQ(r.dropped(), 4u);  // the oldest four: 14 events, room for 10
+  up = true;
+  ASSERT_TRUE(WaitFor([&] { return r.sent() == 10; }));
+  r.Stop();
+  std::lock_guard lock(mu);
+  EXPECT_EQ(got, (std::vector<int64_t>{4, 5, 6, 7, 8, 9, 10, 11, 12, 13}));
+  for (size_t b : report_bytes) EXPECT_LE(b, 3 * one);
+  EXPECT_EQ(report_bytes.size(), 4u);  // 3 + 3 + 3 + 1
+}
+
+// send_at_bytes makes a report go before the interval, with fewer than send_at events.
+TEST(EventReporter, ReportGoesOnceEnoughBytesWait) {
+  std::ostringstream out;
+  Logger log(out, LogFormat::kText);
+  std::atomic<int> calls{0};
+  std::atomic<int> events{0};
+  EventReporter r(
+      [&](const pb::ReportEventsRequest& req) -> Result<void> {
+        ++calls;
+        events += req.events_size();
+        return {};
+      },
+      log,
+      {.max_queued = 1000,
+       .max_batch = 100,
+       .send_at = 50,
+       .send_at_bytes = 4000,
+       .interval = std::chrono::milliseconds(60000)});
+  r.Report(BigEvent(1, 1500));
+  r.Report(BigEvent(2, 1500));
+  std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_EQ(calls, 0);  // 2 events, ~3 KB: below both thresholds, and the interval is long
+  r.Report(BigEvent(3, 1500));
+  ASSERT_TRUE(WaitFor([&] { return events == 3; }));
+  EXPECT_EQ(calls, 1);
+}
+
 }  // namespace
 }  // namespace sigil::agent

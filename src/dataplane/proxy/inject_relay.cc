@@ -1,5 +1,6 @@
 #include "dataplane/proxy/inject_relay.h"
 
+#include <openssl/ssl.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -72,12 +73,15 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     auto keep = shared_from_this();
     const bool rd = (ev & (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     const bool wr = (ev & (EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0;
+    const bool hup = (ev & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0;
     if (workload) {
       if (rd) w_readable_ = true;
       if (wr) w_writable_ = true;
+      if (hup) w_hup_seen_ = true;
     } else {
       if (rd) u_readable_ = true;
       if (wr) u_writable_ = true;
+      if (hup) u_hup_seen_ = true;
     }
     last_activity_ = SteadyClock::now();
     Pump();
@@ -145,6 +149,11 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
         if (r.status == IoStatus::kOk) {
           w_in_.Commit(r.bytes);
           progress = true;
+          // A short read of a plain socket emptied its receive queue: whatever arrives next
+          // raises a new edge, so the read that would only return EAGAIN is skipped (one
+          // syscall per request). Not once the peer's FIN may be queued behind the data: its
+          // edge has been delivered already, and only reading to the end finds it.
+          if (r.bytes < kChunk && !w_->is_tls() && !w_hup_seen_) w_readable_ = false;
         } else if (r.status == IoStatus::kWantRead || r.status == IoStatus::kWantWrite) {
           if (w_in_.empty()) w_in_.Release();
           if (r.status == IoStatus::kWantWrite) {  // TLS: a read that must write first
@@ -212,6 +221,10 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
         to_w_.Commit(r.bytes);
         u_read_needs_write_ = false;
         progress = true;
+        if (UpstreamDrained(r.bytes)) {
+          u_readable_ = false;
+          break;
+        }
         continue;
       }
       if (to_w_.empty()) to_w_.Release();
@@ -232,6 +245,18 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
     }
     if (!FlushToWorkload(progress)) return false;  // what was just read
     return progress;
+  }
+
+  // After a read of `n` bytes from the upstream: whether the next read can only return
+  // EAGAIN, so it is skipped. Plain: a short read. TLS: OpenSSL holds no further byte and every
+  // response the upstream owes is complete, so nothing more is expected before the next
+  // request, whose answer raises a new edge (bytes the upstream sends unasked wait until then,
+  // or the idle timeout). Never once a FIN may be queued (see the workload side).
+  bool UpstreamDrained(size_t n) const {
+    if (u_hup_seen_) return false;
+    if (!u_->is_tls()) return n < kChunk;
+    return u_->ssl() != nullptr && SSL_has_pending(u_->ssl()) == 0 && framer_ok_ &&
+           !framer_switched_ && framer_.outstanding() == 0;
   }
 
   // Writes the queued upstream bytes to the workload; false when the relay ended.
@@ -360,6 +385,7 @@ class InjectRelay : public std::enable_shared_from_this<InjectRelay> {
   bool u_read_needs_write_ = false, u_write_needs_read_ = false;
   bool w_read_needs_write_ = false, w_write_needs_read_ = false;
   bool w_eof_ = false, u_eof_ = false, w_shut_ = false, u_shut_ = false;
+  bool w_hup_seen_ = false, u_hup_seen_ = false;  // EPOLLRDHUP/HUP/ERR reported once
   bool refreshing_ = false, refused_reported_ = false, error_sent_ = false, done_ = false;
   SteadyClock::time_point last_activity_;
   EventLoop::TimerId timer_ = 0, linger_timer_ = 0;

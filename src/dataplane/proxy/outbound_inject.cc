@@ -12,6 +12,7 @@
 #include "dataplane/http/error_response.h"
 #include "dataplane/inject/intercept_ca.h"
 #include "dataplane/inject/sigv4.h"
+#include "dataplane/proxy/inject_audit.h"
 #include "dataplane/proxy/inject_relay.h"
 #include "dataplane/proxy/proxy_impl.h"
 
@@ -318,20 +319,62 @@ void Proxy::Impl::OriginateInject(EventLoop& loop, std::shared_ptr<Outbound> c) 
   AuthorizeInject(*this, loop, std::move(conn));
 }
 
+namespace {
+
+// The injected requests of one connection not yet audited, and the timer that reports them
+// (loop thread only). See inject_audit.h.
+struct InjectAudit {
+  static constexpr std::chrono::milliseconds kMaxDelay{250};
+  InjectAuditBatch batch;
+  std::string identity;  // of every request in the batch
+  EventLoop::TimerId timer = 0;
+};
+
+// Reports the batch as one dataplane.inject record.
+void FlushInjectAudit(ProxyHost& host, EventLoop& loop, const InjectConn& conn, InjectAudit& a) {
+  if (a.timer != 0) {
+    loop.CancelTimer(a.timer);
+    a.timer = 0;
+  }
+  if (a.batch.empty()) return;
+  const Outbound& c = *conn.c;
+  nlohmann::json details = {{"binding", conn.binding.name}, {"service", c.service->name}};
+  if (!conn.sni.empty()) details["tls"] = "intercepted";
+  details["requests"] = a.batch.Take();
+  host.Audit("dataplane.inject", a.identity, c.origin.tgid, c.exe, details);
+}
+
+}  // namespace
+
 void Proxy::Impl::StartInject(EventLoop& loop, std::shared_ptr<InjectConn> conn,
                               std::unique_ptr<Endpoint> upstream) {
-  // Audits one request forwarded with the credential.
-  auto audit = [this, conn](const http::RequestHead& head, const std::string& host_value) {
-    const Outbound& c = *conn->c;
+  // Audits one request forwarded with the credential: into the connection's batch, reported
+  // when full, after InjectAudit::kMaxDelay, or when the connection ends.
+  auto pending = std::make_shared<InjectAudit>();
+  auto audit = [this, &loop, conn, pending](const http::RequestHead& head,
+                                            const std::string& host_value) {
     counters.inject_requests++;
+    const std::string& identity = conn->credential->spiffe_id();  // on_head checked it is set
+    if (!pending->batch.empty() && pending->identity != identity) {
+      FlushInjectAudit(host, loop, *conn, *pending);  // a renewed credential, another identity
+    }
+    pending->identity = identity;
     const std::string_view target = head.target;
-    nlohmann::json details = {{"binding", conn->binding.name},
-                              {"service", c.service->name},
-                              {"method", head.method},
-                              {"host", host_value},
-                              {"path", std::string(target.substr(0, target.find('?')))}};
-    if (!conn->sni.empty()) details["tls"] = "intercepted";
-    host.Audit("dataplane.inject", conn->credential->spiffe_id(), c.origin.tgid, c.exe, details);
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               Clock::System().Now().time_since_epoch())
+                               .count();
+    if (pending->batch.Add(now_ms, head.method, host_value, target.substr(0, target.find('?')))) {
+      return FlushInjectAudit(host, loop, *conn, *pending);
+    }
+    if (pending->timer == 0) {
+      pending->timer = loop.AddTimer(
+          InjectAudit::kMaxDelay, [this, &loop, conn, weak = std::weak_ptr<InjectAudit>(pending)] {
+            auto a = weak.lock();
+            if (!a) return;
+            a->timer = 0;
+            FlushInjectAudit(host, loop, *conn, *a);
+          });
+    }
   };
   // Signs `head` with SigV4: the body's hash when `body` is given, UNSIGNED-PAYLOAD otherwise.
   auto sign = [conn](http::RequestHead& head,
@@ -452,8 +495,14 @@ void Proxy::Impl::StartInject(EventLoop& loop, std::shared_ptr<InjectConn> conn,
       done();
     });
   };
-  hooks.on_end = [this](const std::string&) { counters.active_relays--; };
+  hooks.on_end = [this, &loop, conn, pending](const std::string&) {
+    FlushInjectAudit(host, loop, *conn, *pending);
+    counters.active_relays--;
+  };
   counters.active_relays++;
+  // Read ahead: one read(2) takes a whole response (header and body records) instead of one
+  // for each record's header and one for its body.
+  if (SSL* ssl = upstream->ssl()) SSL_set_read_ahead(ssl, 1);
   StartInjectRelay(loop, std::move(conn->workload), std::move(upstream), std::move(hooks),
                    options.idle_timeout);
 }
