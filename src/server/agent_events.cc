@@ -132,7 +132,7 @@ Result<size_t> ControlPlane::RecordAgentEvents(const std::string& node,
     out.push_back(std::move(a));
   }
   if (out.empty()) return size_t{0};
-  SIGIL_ASSIGN_OR_RETURN(auto seqs, store_->AppendAudit(out));
+  SIGIL_ASSIGN_OR_RETURN(auto seqs, agent_events_->Append(std::move(out)));
   return seqs.size();
 }
 

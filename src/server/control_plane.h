@@ -33,6 +33,7 @@
 #include "core/kek.h"
 #include "core/trust_bundle.h"
 #include "resources/resource.h"
+#include "server/agent_event_ingest.h"
 #include "server/audit_batcher.h"
 #include "server/metrics.h"
 #include "server/oauth2_broker.h"
@@ -341,6 +342,7 @@ class ControlPlane {
         clock_(clock),
         catalog_(*store_),
         audit_(*store_),
+        agent_events_(std::make_unique<AgentEventIngest>(*store_, AgentEventIngest::Options{})),
         oauth2_(clock, HttpsTokenFetcher()),
         revocations_(*store_) {}
   // oauth2::FetchToken with its default options (credentials.cc).
@@ -381,7 +383,9 @@ class ControlPlane {
   bool created_ = false;
   WorkloadCatalog catalog_;  // over *store_
   AuditBatcher audit_;       // over *store_: issuance audits, group-committed
-  oauth2::Broker oauth2_;    // access tokens of oauth2-client-credentials sources
+  // Over *store_: what agents report, on a low-priority thread of its own, group-committed.
+  std::unique_ptr<AgentEventIngest> agent_events_;
+  oauth2::Broker oauth2_;  // access tokens of oauth2-client-credentials sources
 
   RevocationIndex revocations_;  // over *store_: every Revocation, parsed per store revision
 

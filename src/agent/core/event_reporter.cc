@@ -1,5 +1,9 @@
 #include "agent/core/event_reporter.h"
 
+#include <pthread.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
 namespace sigil::agent {
 
 EventReporter::EventReporter(SendFn send, Logger& log, Options options)
@@ -13,6 +17,15 @@ size_t EventReporter::EventBytes(const sigil::agent::v1::AgentEvent& e) {
   return e.type().size() + e.identity().size() + e.exe().size() + e.details_json().size() + 32;
 }
 
+void EventReporter::DropOverBoundsLocked() {
+  while (queue_.size() > 1 &&
+         (queue_.size() > options_.max_queued || queued_bytes_ > options_.max_queued_bytes)) {
+    queued_bytes_ -= EventBytes(queue_.front());
+    queue_.pop_front();
+    ++dropped_;
+  }
+}
+
 void EventReporter::Report(sigil::agent::v1::AgentEvent event) {
   bool wake = false;
   {
@@ -20,12 +33,7 @@ void EventReporter::Report(sigil::agent::v1::AgentEvent event) {
     const bool was_due = ReportDue();
     queued_bytes_ += EventBytes(event);
     queue_.push_back(std::move(event));
-    while (queue_.size() > 1 &&
-           (queue_.size() > options_.max_queued || queued_bytes_ > options_.max_queued_bytes)) {
-      queued_bytes_ -= EventBytes(queue_.front());
-      queue_.pop_front();
-      ++dropped_;
-    }
+    DropOverBoundsLocked();
     wake = !was_due && ReportDue();
   }
   // Wake the sender only once `send_at` events wait; otherwise the interval collects more.
@@ -46,39 +54,50 @@ uint64_t EventReporter::dropped() const {
 
 bool EventReporter::SendSome() {
   sigil::agent::v1::ReportEventsRequest request;
-  uint64_t dropped_before = 0;
   {
+    // The events are moved out (protobuf moves are swaps), so the lock is held for pointer
+    // moves only: Report, called from the data plane's event loops, never waits on a copy (this
+    // thread runs at a lower priority and may be preempted while it holds the lock).
     std::lock_guard lock(mu_);
-    dropped_before = dropped_;
-    size_t bytes = 0;
-    for (size_t i = 0; i < queue_.size() && i < options_.max_batch; ++i) {
-      bytes += EventBytes(queue_[i]);
-      if (i > 0 && bytes > options_.max_batch_bytes) break;
-      *request.add_events() = queue_[i];
+    size_t n = 0, bytes = 0;
+    while (n < queue_.size() && n < options_.max_batch) {
+      const size_t b = EventBytes(queue_[n]);
+      if (n > 0 && bytes + b > options_.max_batch_bytes) break;
+      bytes += b;
+      ++n;
     }
+    for (size_t i = 0; i < n; ++i) *request.add_events() = std::move(queue_[i]);
+    queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
+    queued_bytes_ -= bytes;
   }
   if (request.events_size() == 0) return true;
   auto r = send_(request);
+  const auto reported = static_cast<uint64_t>(request.events_size());
   std::lock_guard lock(mu_);
-  if (!r.ok() && r.error().code() != ErrorCode::kInvalidArgument) return false;  // retry later
-  // Events dropped while the report was out (a full queue) went from the front, where the
-  // reported ones were: only the reported events still queued are removed.
-  const size_t reported = static_cast<size_t>(request.events_size());
-  const size_t gone = static_cast<size_t>(std::min<uint64_t>(dropped_ - dropped_before, reported));
+  if (!r.ok() && r.error().code() != ErrorCode::kInvalidArgument) {
+    // Retry later: back to the front, in order. If the queue filled up meanwhile, the bounds
+    // drop the oldest, which are these.
+    for (int i = request.events_size() - 1; i >= 0; --i) {
+      queued_bytes_ += EventBytes(request.events(i));
+      queue_.push_front(std::move(*request.mutable_events(i)));
+    }
+    DropOverBoundsLocked();
+    return false;
+  }
   if (!r.ok()) {
     // The server refused the batch as malformed: retrying cannot help, so drop it (a bug).
     log_.Error("audit.report.refused", {{"error", r.error().message()}, {"events", reported}});
-    dropped_ += reported - gone;
+    dropped_ += reported;
   } else {
     sent_ += reported;
   }
-  const auto n = std::min(queue_.size(), reported - gone);
-  for (size_t i = 0; i < n; ++i) queued_bytes_ -= EventBytes(queue_[i]);
-  queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(n));
   return true;
 }
 
 void EventReporter::Run() {
+  pthread_setname_np(pthread_self(), "sigil-reporter");
+  if (options_.nice != 0)
+    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), options_.nice);
   for (;;) {
     bool interval_over = false;
     {

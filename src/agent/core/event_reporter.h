@@ -31,10 +31,15 @@ class EventReporter {
     // Queued events, or bytes of them, that make a report go at once; less waits at most
     // `interval`. Larger reports cost the server less per event (one commit each) but arrive
     // as longer bursts of work, which on a node shared with the server shows up in request
-    // latency. An inject record (a connection's batch of up to 32 requests) is 1-9 KiB.
+    // latency. An inject record (a connection's batch of up to 32 requests) is 1-9 KiB, so
+    // such records go one or two per report: in the inject benchmark 4 KiB gave the lowest
+    // p99 (docs/benchmarks.md), for ~0.02 CPU more on the server than 64 KiB.
     size_t send_at = 32;
-    size_t send_at_bytes = 16 * 1024;
+    size_t send_at_bytes = 4 * 1024;
     std::chrono::milliseconds interval{500};
+    // Added to the sending thread's nice value (best effort): reports are background work
+    // and must not compete on equal terms with the data plane's event loops.
+    int nice = 10;
   };
   // What an event counts for against the byte bounds (its strings, plus framing).
   static size_t EventBytes(const sigil::agent::v1::AgentEvent& e);
@@ -52,7 +57,8 @@ class EventReporter {
 
  private:
   void Run();
-  bool SendSome();  // false when the server could not take them
+  bool SendSome();              // false when the server could not take them
+  void DropOverBoundsLocked();  // mu_ held: the oldest go until the queue is within bounds
   size_t SendAt() const { return std::clamp<size_t>(options_.send_at, 1, options_.max_batch); }
   bool ReportDue() const {  // mu_ held
     return queue_.size() >= SendAt() || queued_bytes_ >= options_.send_at_bytes;
