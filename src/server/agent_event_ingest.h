@@ -13,6 +13,10 @@
 // Append returns only once the records are durable (or failed), so an agent drops an event
 // from its queue only after the server committed it. A shared transaction that fails is
 // retried report by report, so one report the store refuses cannot fail another agent's.
+//
+// The thread holds the store's write lock while it appends, at its lower priority: another
+// writer (an issuance audit) may wait for one such transaction plus the time this thread waits
+// for a CPU. On a busy node that can be a few milliseconds; a report is at most 256 records.
 // Thread-safe.
 #pragma once
 
