@@ -119,6 +119,14 @@ Result<std::vector<uint8_t>> Base64Decode(std::string_view text) {
 std::string Base64UrlEncode(std::span<const uint8_t> bytes) { return Encode(bytes, kUrl, false); }
 std::string Base64UrlEncode(std::string_view bytes) { return Base64UrlEncode(AsBytes(bytes)); }
 
+std::string PrintableAscii(std::string_view s, size_t max) {
+  std::string out(s.substr(0, max));
+  for (char& ch : out) {
+    if (ch < 0x20 || ch > 0x7e) ch = '?';
+  }
+  return out;
+}
+
 Result<std::vector<uint8_t>> Base64UrlDecode(std::string_view text) {
   static const auto table = ReverseTable(kUrl);
   return Decode(text, table, false);

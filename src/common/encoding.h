@@ -32,6 +32,10 @@ inline std::string_view AsChars(std::span<const uint8_t> b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
 
+// Peer-supplied text as it may appear in logs, messages and audit records: at most `max`
+// bytes, each byte outside printable ASCII (0x20-0x7e) replaced by '?'.
+std::string PrintableAscii(std::string_view s, size_t max);
+
 // SHA-256 helpers used for fingerprints and hash pins.
 std::vector<uint8_t> Sha256(std::span<const uint8_t> data);
 std::string Sha256Hex(std::span<const uint8_t> data);

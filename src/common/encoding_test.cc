@@ -60,5 +60,16 @@ TEST(Sha256, KnownAnswer) {
             "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
 }
 
+TEST(PrintableAscii, ReplacesNonPrintableBytesAndBoundsTheLength) {
+  EXPECT_EQ(PrintableAscii("GET /v1 ok~", 100), "GET /v1 ok~");
+  EXPECT_EQ(PrintableAscii(std::string_view("a\x00"
+                                            "b\tc\x7f\x80\xff",
+                                            8),
+                           100),
+            "a?b?c???");
+  EXPECT_EQ(PrintableAscii("abcdef", 3), "abc");
+  EXPECT_EQ(PrintableAscii("", 3), "");
+}
+
 }  // namespace
 }  // namespace sigil

@@ -11,6 +11,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/encoding.h"
+
 namespace sigil::server::oauth2 {
 namespace {
 
@@ -86,14 +88,9 @@ void WriteBasicUserPass(Sink& sink, std::string_view id, std::string_view secret
 }
 
 // Text from the endpoint as it may appear in messages and audit records: printable ASCII
-// (anything else becomes '?'), at most `max` bytes.
+// (anything else becomes '?'), at most `max` bytes, "..." when cut.
 std::string Printable(std::string_view s, size_t max) {
-  std::string out;
-  for (unsigned char c : s.substr(0, max)) {
-    out.push_back(c >= 0x20 && c < 0x7f ? static_cast<char>(c) : '?');
-  }
-  if (s.size() > max) out += "...";
-  return out;
+  return PrintableAscii(s, max) + (s.size() > max ? "..." : "");
 }
 
 std::string StringMember(const nlohmann::json& j, const char* key) {

@@ -1,27 +1,16 @@
 #include "dataplane/proxy/inject_audit.h"
 
-#include <algorithm>
+#include "common/encoding.h"
 
 namespace sigil::dataplane {
-namespace {
-
-std::string Printable(std::string_view s, size_t max) {
-  std::string out(s.substr(0, max));
-  for (char& ch : out) {
-    if (ch < 0x20 || ch > 0x7e) ch = '?';
-  }
-  return out;
-}
-
-}  // namespace
 
 bool InjectAuditBatch::Add(int64_t time_unix_ms, std::string_view method, std::string_view host,
                            std::string_view path) {
   Request r;
   r.time_unix_ms = time_unix_ms;
-  r.method = Printable(method, kMaxField);
-  r.host = Printable(host, kMaxField);
-  r.path = Printable(path, kMaxPath);
+  r.method = PrintableAscii(method, kMaxField);
+  r.host = PrintableAscii(host, kMaxField);
+  r.path = PrintableAscii(path, kMaxPath);
   r.path_truncated = path.size() > kMaxPath;
   // Field names, quotes and the time: about 60 bytes of JSON per request besides the strings.
   bytes_ += r.method.size() + r.host.size() + r.path.size() + 64;

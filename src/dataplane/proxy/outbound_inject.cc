@@ -9,6 +9,7 @@
 
 #include <mutex>
 
+#include "common/encoding.h"
 #include "dataplane/http/error_response.h"
 #include "dataplane/inject/intercept_ca.h"
 #include "dataplane/inject/sigv4.h"
@@ -95,13 +96,7 @@ bool HasCrLf(std::string_view v) {
 }
 
 // A peer-supplied string for logs and audit records: printable ASCII, at most 255 bytes.
-std::string Printable(std::string_view s) {
-  std::string out(s.substr(0, 255));
-  for (char& ch : out) {
-    if (ch < 0x20 || ch > 0x7e) ch = '?';
-  }
-  return out;
-}
+std::string Printable(std::string_view s) { return PrintableAscii(s, 255); }
 
 // One answer from the agent in place of the upstream's, then the end of the connection: the
 // request head is small and the connection fresh, so one non-blocking write carries it.
