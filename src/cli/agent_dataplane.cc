@@ -191,10 +191,13 @@ class Running final : public Dataplane {
   }
 
   // Tells the proxy when the synced revocations change (it then closes what they cover).
-  void WatchRevocations(const agent::Agent& agent) {
-    watcher = std::thread([this, &agent] {
-      auto seen = agent.revocations();
-      uint64_t generation = agent.state().generation();
+  // `seen` and `generation` are read before the proxy starts, so a change that lands while
+  // it starts is still passed on.
+  void WatchRevocations(const agent::Agent& agent,
+                        std::shared_ptr<const core::RevocationSet> seen_at_start,
+                        uint64_t generation_at_start) {
+    watcher = std::thread([this, &agent, seen = std::move(seen_at_start),
+                           generation = generation_at_start]() mutable {
       while (!stop_watching.load()) {
         generation = agent.state().WaitForChange(generation, std::chrono::milliseconds(250));
         auto now = agent.revocations();
@@ -324,7 +327,8 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
 
   running->host = std::make_unique<AgentProxyHost>(agent, attestor, *mode, log);
   running->intercept = std::make_unique<InterceptCaKeeper>(
-      agent, [host = running->host.get()] { return host->Policy(); }, flags.inject_ca_dir, log);
+      agent.state(), [host = running->host.get()] { return host->Policy(); }, flags.inject_ca_dir,
+      log);
   dataplane::ProxyOptions options;
   options.intercept_ca = running->intercept->ca();
   options.outbound_v4 = flags.outbound;
@@ -351,9 +355,11 @@ Result<std::unique_ptr<Dataplane>> StartDataplane(const DataplaneFlags& flags, a
     }
     options.pool_idle = std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
   }
+  const uint64_t generation = agent.state().generation();
+  auto revocations = agent.revocations();
   SIGIL_ASSIGN_OR_RETURN(
       running->proxy, dataplane::Proxy::Start(options, *running->host, *running->interceptor, log));
-  running->WatchRevocations(agent);
+  running->WatchRevocations(agent, std::move(revocations), generation);
   // Attach last: from here on, managed workloads' connections reach the proxy.
   SIGIL_TRY(running->interceptor->Attach(running->root));
   for (const auto& dir : flags.extra_cgroups) {

@@ -84,18 +84,21 @@ Result<std::shared_ptr<const dataplane::InjectCredential>> FetchInjectCredential
       std::make_shared<AgentInjectCredential>(agent, std::move(grant)));
 }
 
-InterceptCaKeeper::InterceptCaKeeper(const agent::Agent& agent, PolicyFn policy, std::string dir,
-                                     Logger& log)
-    : agent_(agent), policy_(std::move(policy)), log_(log) {
+InterceptCaKeeper::InterceptCaKeeper(const agent::SyncedState& state, PolicyFn policy,
+                                     std::string dir, Logger& log)
+    : state_(state), policy_(std::move(policy)), log_(log) {
   dataplane::inject::InterceptCaOptions options;
   options.dir = std::move(dir);
   ca_ = std::make_shared<dataplane::inject::InterceptCa>(std::move(options));
+  // The generation is read before the first cover: a sync that lands between the two is then
+  // seen as a change by the thread, not lost until the minute's rotation check.
+  const uint64_t first = state_.generation();
   Update();
-  thread_ = std::thread([this] {
-    uint64_t seen = agent_.state().generation();
+  thread_ = std::thread([this, first] {
+    uint64_t seen = first;
     auto last = std::chrono::steady_clock::now();
     while (!stop_.load()) {
-      const uint64_t now = agent_.state().WaitForChange(seen, std::chrono::milliseconds(500));
+      const uint64_t now = state_.WaitForChange(seen, std::chrono::milliseconds(500));
       // A sync change, or a minute without one (a generation may need rotating).
       if (now != seen || std::chrono::steady_clock::now() - last >= std::chrono::minutes(1)) {
         seen = now;

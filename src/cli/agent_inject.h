@@ -33,8 +33,9 @@ Result<std::shared_ptr<const dataplane::InjectCredential>> FetchInjectCredential
 class InterceptCaKeeper {
  public:
   using PolicyFn = std::function<std::shared_ptr<const dataplane::NodePolicy>()>;
-  // Covers the current Services once, then follows sync changes on a thread of its own.
-  InterceptCaKeeper(const agent::Agent& agent, PolicyFn policy, std::string dir, Logger& log);
+  // Covers the current Services once, then follows changes of `state` (the agent's synced
+  // state, which `policy` is built from) on a thread of its own.
+  InterceptCaKeeper(const agent::SyncedState& state, PolicyFn policy, std::string dir, Logger& log);
   ~InterceptCaKeeper();
   InterceptCaKeeper(const InterceptCaKeeper&) = delete;
   InterceptCaKeeper& operator=(const InterceptCaKeeper&) = delete;
@@ -46,7 +47,7 @@ class InterceptCaKeeper {
  private:
   void Update();
 
-  const agent::Agent& agent_;
+  const agent::SyncedState& state_;
   const PolicyFn policy_;
   Logger& log_;
   std::shared_ptr<dataplane::inject::InterceptCa> ca_;
