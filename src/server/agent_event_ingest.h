@@ -48,7 +48,8 @@ class AgentEventIngest {
   // Appends `events` (one report) and returns their seqs once durable.
   Result<std::vector<uint64_t>> Append(std::vector<store::AuditEvent> events);
 
-  uint64_t transactions() const;  // shared transactions committed (for tests)
+  uint64_t transactions() const;  // rounds of the ingest thread, each one shared transaction
+                                  // (committed or not; for tests)
 
  private:
   struct Job {
