@@ -1,7 +1,9 @@
 // `sigil whoami`: asks the local agent (Workload API socket) what it attests about this process
 // and which identities it would get, with the selectors that matched.
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -13,12 +15,16 @@ namespace sigil::cli {
 
 int RunWhoami(std::span<const std::string> args) {
   std::string socket, output = "text";
-  FlagSet flags("whoami [--socket PATH] [-o text|json]",
+  Seconds wait{10};
+  FlagSet flags("whoami [--socket PATH] [-o text|json] [--wait DURATION]",
                 "Show the identities the local agent gives this process and why (which "
                 "selectors matched). The socket defaults to $SPIFFE_ENDPOINT_SOCKET, else "
                 "/run/sigil/agent.sock.");
   flags.String("socket", &socket, "Workload API socket");
   flags.String("output", &output, "text or json (default text)");
+  flags.Duration("wait", &wait,
+                 "how long to retry while the agent is unavailable: not started yet, or not "
+                 "synced with the server since it started (default 10s; 0s: ask once)");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (output != "text" && output != "json") {
     std::cerr << "sigil: --output: must be text or json\n";
@@ -29,7 +35,17 @@ int RunWhoami(std::span<const std::string> args) {
     socket = env != nullptr && *env != '\0' ? env : "/run/sigil/agent.sock";
   }
   if (socket.starts_with("unix://")) socket = "unix:" + socket.substr(7);
+  const auto deadline = std::chrono::steady_clock::now() + wait;
   auto r = agent::workloadapi::ExplainViaSocket(socket);
+  for (bool told = false; !r.ok() && r.error().code() == ErrorCode::kUnavailable &&
+                          std::chrono::steady_clock::now() < deadline;) {
+    if (!told) {
+      std::cerr << "sigil whoami: waiting for the agent: " << r.error().message() << "\n";
+      told = true;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    r = agent::workloadapi::ExplainViaSocket(socket);
+  }
   if (!r.ok()) {
     std::cerr << "sigil whoami: " << r.error().message() << "\n";
     return kExitFailure;

@@ -438,6 +438,9 @@ grpc::Status AgentApi::Sync(grpc::ServerContext* context, const pb::SyncRequest*
               "node " + node->name + " is revoked: " + *revoked_reason};
     }
   }
+  // A server that is stopping says so: the agent logs why and moves to another replica at
+  // once, as for one it cannot reach.
+  if (shutting_down_.load()) return {grpc::StatusCode::UNAVAILABLE, "server shutting down"};
   return grpc::Status::OK;
 }
 

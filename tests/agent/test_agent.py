@@ -395,19 +395,57 @@ class AgentTest(unittest.TestCase):
         during = self.fetch_x509()
         self.assertEqual([s.spiffe_id for s in during.svids], [s.spiffe_id for s in before.svids])
         # Back on the same port: the agent reconnects by itself (jittered backoff, no restart).
-        ready = self.tmp / "server2.ready"
-        peer = Peer([self.sigil, "server", "--data-dir", self.server_data,
-                     "--admin-listen", "127.0.0.1:0", "--agent-listen", self.agent_api,
-                     "--metrics-listen", "off", "--ready-file", ready], "sigil-server-2")
-        self.peers.append(peer)
-        addr = self._wait_ready(peer, ready, "restarted server")
-        type(self).server = peer
-        type(self).admin_url = "https://" + addr["admin"]
+        self._restart_server_on_agent_api("server2")
         deadline = time.monotonic() + 40
         while time.monotonic() < deadline and self.health_json()[0] != 200:
             time.sleep(0.3)
         self.assertEqual(self.health_json()[0], 200, self.agent.output)
         self.assertIn("sync.disconnected", self.agent.output)
+
+    def _restart_server_on_agent_api(self, name: str) -> None:
+        ready = self.tmp / f"{name}.ready"
+        peer = Peer([self.sigil, "server", "--data-dir", self.server_data,
+                     "--admin-listen", "127.0.0.1:0", "--agent-listen", self.agent_api,
+                     "--metrics-listen", "off", "--ready-file", ready], f"sigil-{name}")
+        self.peers.append(peer)
+        addr = self._wait_ready(peer, ready, name)
+        type(self).server = peer
+        type(self).admin_url = "https://" + addr["admin"]
+
+    def test_11_agent_not_synced_since_start_says_so(self):
+        """An agent restarted while the server is away cannot tell a process without an
+        identity from one whose identity it has not learned yet: it answers UNAVAILABLE (which
+        clients retry), not PERMISSION_DENIED, and `sigil whoami` waits for it."""
+        self.wait_synced()
+        self.server.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.server.wait_exit(15), 0, self.server.output)
+        self.agent.proc.send_signal(signal.SIGTERM)
+        self.assertEqual(self.agent.wait_exit(15), 0, self.agent.output)
+        type(self).agent = self._start_agent(join=False)
+        with self.assertRaises(self.grpc.RpcError) as e:
+            self.fetch_x509(timeout=10)
+        self.assertEqual(e.exception.code(), self.grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("has not synced with the server since it started", e.exception.details())
+        r = run([self.sigil, "whoami", "--socket", self.socket, "--wait", "0s"], check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn("has not synced with the server since it started", r.stderr)
+        self.assertEqual(r.stdout, "")
+        # whoami started now waits; the server comes back; the agent syncs and whoami answers.
+        waiting = subprocess.Popen([self.sigil, "whoami", "--socket", self.socket,
+                                    "--wait", "60s"], stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            time.sleep(1)
+            self.assertIsNone(waiting.poll(), "whoami did not wait")
+            self._restart_server_on_agent_api("server3")
+            out, err = waiting.communicate(timeout=60)
+        finally:
+            if waiting.poll() is None:
+                waiting.kill()
+                waiting.wait()
+        self.assertEqual(waiting.returncode, 0, out + err + self.agent.output)
+        self.assertIn("waiting for the agent", err)
+        self.assertIn(f"spiffe://{TD}/test/root", out)
 
     def test_99_restart_without_token(self):
         self.wait_synced()

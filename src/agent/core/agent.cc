@@ -512,6 +512,13 @@ Result<void> Agent::CheckNotRevoked() const {
   return Ok();
 }
 
+Result<void> Agent::CheckSynced() const {
+  if (!state_.has_snapshot()) {
+    return Unavailable("the agent has not synced with the server since it started; retry");
+  }
+  return Ok();
+}
+
 void Agent::RenewNodeSvidIfDue() {
   TimePoint issued_at, not_after;
   {
@@ -730,6 +737,7 @@ AgentHealth Agent::Health() const {
 Result<std::vector<workloadapi::X509SvidGrant>> Agent::X509Svids(
     const attest::AttestedProcess& process) {
   SIGIL_TRY(CheckNotRevoked());
+  SIGIL_TRY(CheckSynced());
   auto identities = state_.identities();
   auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
                                  process.Selectors());
@@ -770,6 +778,7 @@ Result<std::vector<workloadapi::JwtSvidGrant>> Agent::JwtSvids(
     const std::string& spiffe_id) {
   if (audience.empty()) return InvalidArgument("a JWT-SVID needs at least one audience");
   SIGIL_TRY(CheckNotRevoked());
+  SIGIL_TRY(CheckSynced());
   auto revoked = state_.revocations();
   auto identities = state_.identities();
   auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
@@ -792,6 +801,7 @@ Result<std::vector<workloadapi::JwtSvidGrant>> Agent::JwtSvids(
 
 Result<std::vector<workloadapi::IdentityExplanation>> Agent::Explain(
     const attest::AttestedProcess& process) {
+  SIGIL_TRY(CheckSynced());
   auto identities = state_.identities();
   auto matches = MatchIdentities(*identities, node_.node_name, trust_domain_, process.uid,
                                  process.Selectors());

@@ -182,6 +182,9 @@ class Agent final : public workloadapi::WorkloadSource {
   void ApplyRevocations(const core::RevocationSet& revoked);
   void MarkNodeRevoked(const std::string& why);
   Result<void> CheckNotRevoked() const;
+  // Unavailable until the first Sync snapshot since start: before it the agent cannot tell a
+  // process without an identity from one whose identity it has not learned yet.
+  Result<void> CheckSynced() const;
   bool SleepFor(std::chrono::milliseconds d);  // false when stopping
   // The Sync loop's backoff: like SleepFor, but also returns once WakeSync ran after `seen`
   // (sync_wakes_) was read.

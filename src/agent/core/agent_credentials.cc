@@ -86,6 +86,7 @@ Result<creds::CredentialGrantHandle> Agent::OwnSvidGrant(const std::string& bind
 Result<creds::CredentialGrantHandle> Agent::FetchCredential(
     const std::string& binding, const attest::AttestedProcess& process) {
   SIGIL_TRY(CheckNotRevoked());
+  SIGIL_TRY(CheckSynced());
   auto bindings = CredentialBindings();
   auto it = bindings->find(binding);
   if (it != bindings->end() && it->second.file &&
