@@ -82,13 +82,12 @@ TEST_F(InterceptCaKeeperTest, FollowsASyncThatLandsDuringTheFirstCover) {
         return with_tls;
       },
       dir_.string(), log_);
-  EXPECT_FALSE(fs::exists(bundle()));  // the first cover saw no Service
   ASSERT_TRUE(WaitFor([&] { return fs::exists(bundle()); }, std::chrono::seconds(5)))
       << "the keeper missed the change; log:\n"
       << log_text_.str();
   EXPECT_TRUE(fs::exists(ca()));
   EXPECT_EQ(keeper.ca()->names(), std::vector<std::string>{"api.test"});
-  EXPECT_GE(calls.load(), 2);
+  EXPECT_GE(calls.load(), 2);  // the first cover saw no Service; the thread covered again
 }
 
 // A Service that goes away takes the key and the files with it; Stop() drops them too.
