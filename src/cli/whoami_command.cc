@@ -24,7 +24,7 @@ int RunWhoami(std::span<const std::string> args) {
   flags.String("output", &output, "text or json (default text)");
   flags.Duration("wait", &wait,
                  "how long to retry while the agent is unavailable: not started yet, or not "
-                 "synced with the server since it started (default 10s; 0s: ask once)");
+                 "synced with the server since it started (0s: ask once)");
   if (auto rc = ParseOrExit(flags, args)) return *rc;
   if (output != "text" && output != "json") {
     std::cerr << "sigil: --output: must be text or json\n";
