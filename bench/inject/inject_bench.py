@@ -285,14 +285,20 @@ spec:
                     continue
         return master
 
+    def wrk_argv(self, path: str, *options: str) -> list[str]:
+        """wrk with `options` against one of PATHS."""
+        if path == "direct":
+            return netns(NS_A, self.wrk, *options, "-H", f"Authorization: Bearer {KEY}",
+                         f"https://{IP_B}:443/")
+        if path == "haproxy":
+            return netns(NS_A, self.wrk, *options, self.haproxy_url())
+        return self.sigil_run(self.wrk, *options, f"http://{IP_B}/")
+
     def measure(self) -> dict:
-        c = str(self.args.conns)
         out: dict = {}
-        # Warm up both paths (TLS sessions, the agent's grant cache).
-        self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s",
-                           "-H", f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/"))
-        self.wrk_run(self.sigil_run(self.wrk, "-t", "1", "-c", c, "-d", "2s", f"http://{IP_B}/"))
-        self.wrk_run(netns(NS_A, self.wrk, "-t", "1", "-c", c, "-d", "2s", self.haproxy_url()))
+        # Warm up every path (TLS sessions, the agent's grant cache).
+        for path in PATHS:
+            self.wrk_run(self.wrk_argv(path, "-t", "1", "-c", str(self.args.conns), "-d", "2s"))
         # "loaded": the configured connections keep both cores busy, so latency includes queueing
         # behind the other connections. "unloaded": one connection, one request in flight, so
         # latency is the cost of the hop itself.
@@ -303,13 +309,7 @@ spec:
             common = ["-t", "1", "-c", str(conns), "-d", f"{seconds}s", "--latency"]
             for rep in range(self.args.reps):
                 for path in PATHS:
-                    if path == "direct":
-                        argv = netns(NS_A, self.wrk, *common, "-H",
-                                     f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/")
-                    elif path == "haproxy":
-                        argv = netns(NS_A, self.wrk, *common, self.haproxy_url())
-                    else:
-                        argv = self.sigil_run(self.wrk, *common, f"http://{IP_B}/")
+                    argv = self.wrk_argv(path, *common)
                     perf = None
                     if self.args.perf and path == "inject" and rep == 0 and phase == "loaded":
                         scope = (["-a"] if self.args.perf_process == "system" else
