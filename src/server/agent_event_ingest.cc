@@ -1,8 +1,6 @@
 #include "server/agent_event_ingest.h"
 
-#include <pthread.h>
-#include <sys/resource.h>
-#include <unistd.h>
+#include "common/thread_util.h"
 
 namespace sigil::server {
 
@@ -37,11 +35,7 @@ uint64_t AgentEventIngest::transactions() const {
 }
 
 void AgentEventIngest::Run() {
-  pthread_setname_np(pthread_self(), "sigil-audit-in");
-  if (options_.nice != 0) {
-    // Per thread on Linux. Raising the nice value needs no privilege; failing is harmless.
-    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), options_.nice);
-  }
+  ConfigureThisThread("sigil-audit-in", options_.nice);
   for (;;) {
     std::vector<std::shared_ptr<Job>> jobs;
     {

@@ -1,8 +1,6 @@
 #include "agent/core/event_reporter.h"
 
-#include <pthread.h>
-#include <sys/resource.h>
-#include <unistd.h>
+#include "common/thread_util.h"
 
 namespace sigil::agent {
 
@@ -95,9 +93,7 @@ bool EventReporter::SendSome() {
 }
 
 void EventReporter::Run() {
-  pthread_setname_np(pthread_self(), "sigil-reporter");
-  if (options_.nice != 0)
-    (void)setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), options_.nice);
+  ConfigureThisThread("sigil-reporter", options_.nice);
   for (;;) {
     bool interval_over = false;
     {
