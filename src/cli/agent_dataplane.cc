@@ -43,8 +43,8 @@ class AgentProxyHost final : public dataplane::ProxyHost {
   core::BundleSet Bundles() override { return agent_.Bundles(); }
   std::shared_ptr<const core::RevocationSet> Revocations() override { return agent_.revocations(); }
 
-  void Audit(const std::string& type, const std::string& identity, int64_t pid,
-             const std::string& exe, const nlohmann::json& details) override {
+  void AuditJson(const std::string& type, const std::string& identity, int64_t pid,
+                 const std::string& exe, std::string details_json) override {
     sigil::agent::v1::AgentEvent e;
     e.set_type(type);
     e.set_time_unix_ms(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -53,9 +53,7 @@ class AgentProxyHost final : public dataplane::ProxyHost {
     e.set_identity(identity);
     e.set_pid(pid);
     e.set_exe(exe);
-    // Peer-supplied strings (a Host header, a refusal's reason) may hold any byte: invalid
-    // UTF-8 is replaced rather than thrown on the event loop.
-    e.set_details_json(details.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+    e.set_details_json(std::move(details_json));
     agent_.ReportEvent(std::move(e));
   }
 

@@ -1,35 +1,49 @@
 #include "dataplane/proxy/inject_audit.h"
 
-#include "common/encoding.h"
+#include <algorithm>
 
 namespace sigil::dataplane {
 
-bool InjectAuditBatch::Add(int64_t time_unix_ms, std::string_view method, std::string_view host,
-                           std::string_view path) {
-  Request r;
-  r.time_unix_ms = time_unix_ms;
-  r.method = PrintableAscii(method, kMaxField);
-  r.host = PrintableAscii(host, kMaxField);
-  r.path = PrintableAscii(path, kMaxPath);
-  r.path_truncated = path.size() > kMaxPath;
-  // Field names, quotes and the time: about 60 bytes of JSON per request besides the strings.
-  bytes_ += r.method.size() + r.host.size() + r.path.size() + 64;
-  requests_.push_back(std::move(r));
-  return requests_.size() >= kMaxRequests || bytes_ >= kMaxBytes;
+void AppendPrintableJsonString(std::string& out, std::string_view s, size_t max) {
+  s = s.substr(0, std::min(s.size(), max));
+  out.push_back('"');
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c > 0x7e) {
+      out.push_back('?');
+    } else {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(ch);
+    }
+  }
+  out.push_back('"');
 }
 
-nlohmann::json InjectAuditBatch::Take() {
-  nlohmann::json out = nlohmann::json::array();
-  for (auto& r : requests_) {
-    nlohmann::json j = {{"time_unix_ms", r.time_unix_ms},
-                        {"method", std::move(r.method)},
-                        {"host", std::move(r.host)},
-                        {"path", std::move(r.path)}};
-    if (r.path_truncated) j["path_truncated"] = true;
-    out.push_back(std::move(j));
-  }
-  requests_.clear();
-  bytes_ = 0;
+bool InjectAuditBatch::Add(int64_t time_unix_ms, std::string_view method, std::string_view host,
+                           std::string_view path) {
+  if (count_ > 0) json_.push_back(',');
+  json_ += "{\"time_unix_ms\":";
+  json_ += std::to_string(time_unix_ms);
+  json_ += ",\"method\":";
+  AppendPrintableJsonString(json_, method, kMaxField);
+  json_ += ",\"host\":";
+  AppendPrintableJsonString(json_, host, kMaxField);
+  json_ += ",\"path\":";
+  AppendPrintableJsonString(json_, path, kMaxPath);
+  if (path.size() > kMaxPath) json_ += ",\"path_truncated\":true";
+  json_.push_back('}');
+  ++count_;
+  return count_ >= kMaxRequests || json_.size() >= kMaxBytes;
+}
+
+std::string InjectAuditBatch::Take() {
+  std::string out;
+  out.reserve(json_.size() + 2);
+  out.push_back('[');
+  out += json_;
+  out.push_back(']');
+  json_.clear();  // keeps its capacity for the next batch
+  count_ = 0;
   return out;
 }
 

@@ -52,13 +52,15 @@ std::string_view HostName(std::string_view host) {
   return colon == std::string_view::npos ? host : host.substr(0, colon);
 }
 
+// The address the workload dialled as a Host field would name it ("10.0.0.1", "::1").
+std::string DialledHost(const Destination& dst) { return std::string(HostName(dst.str())); }
+
 // Host must name the Service: one of its DNS names (a "*." name covers exactly one more
 // label), its tls.sni, or the address the workload dialled.
-bool HostCovered(std::string_view host, const CompiledService& service, const Destination& dst) {
+// `dialled` is DialledHost() of the connection's destination.
+bool HostCovered(std::string_view host, const CompiledService& service, std::string_view dialled) {
   const std::string_view name = HostName(host);
   if (name.empty()) return false;
-  std::string dialled = dst.str();
-  dialled = std::string(HostName(dialled));
   if (EqualsIgnoreCase(name, dialled)) return true;
   if (!service.tls.sni.empty() && EqualsIgnoreCase(name, service.tls.sni)) return true;
   for (const auto& a : service.addresses) {
@@ -333,10 +335,17 @@ void FlushInjectAudit(ProxyHost& host, EventLoop& loop, const InjectConn& conn, 
   }
   if (a.batch.empty()) return;
   const Outbound& c = *conn.c;
-  nlohmann::json details = {{"binding", conn.binding.name}, {"service", c.service->name}};
-  if (!conn.sni.empty()) details["tls"] = "intercepted";
-  details["requests"] = a.batch.Take();
-  host.Audit("dataplane.inject", a.identity, c.origin.tgid, c.exe, details);
+  // Written as text, like the batch (inject_audit.h). Resource names are validated, but go
+  // through the same quoting as the peer's strings.
+  std::string details = "{\"binding\":";
+  AppendPrintableJsonString(details, conn.binding.name, conn.binding.name.size());
+  details += ",\"service\":";
+  AppendPrintableJsonString(details, c.service->name, c.service->name.size());
+  if (!conn.sni.empty()) details += ",\"tls\":\"intercepted\"";
+  details += ",\"requests\":";
+  details += a.batch.Take();
+  details.push_back('}');
+  host.AuditJson("dataplane.inject", a.identity, c.origin.tgid, c.exe, std::move(details));
 }
 
 }  // namespace
@@ -406,12 +415,13 @@ void Proxy::Impl::StartInject(EventLoop& loop, std::shared_ptr<InjectConn> conn,
     return std::nullopt;
   };
   InjectHooks hooks;
-  hooks.on_head = [conn, audit, sign](http::RequestHead& head,
-                                      const http::RequestInfo& info) -> http::HeadVerdict {
+  // Formatted once: every request's Host is checked against it.
+  hooks.on_head = [conn, audit, sign, dialled = DialledHost(conn->c->dst)](
+                      http::RequestHead& head, const http::RequestInfo& info) -> http::HeadVerdict {
     const Outbound& c = *conn->c;
     const http::HeaderField* host_field = head.Find("host");
     const std::string host_value = host_field ? host_field->value : "";
-    if (!HostCovered(host_value, *c.service, c.dst)) {
+    if (!HostCovered(host_value, *c.service, dialled)) {
       return http::HeadVerdict::Reject(
           403, "host \"" + host_value + "\" is not covered by Service " + c.service->name);
     }

@@ -75,9 +75,16 @@ class ProxyHost {
   virtual std::shared_ptr<const core::RevocationSet> Revocations() = 0;
   virtual std::shared_ptr<const NodePolicy> Policy() = 0;
   // Records a data plane event in the control plane's audit trail ("dataplane.denied",
-  // "dataplane.refused"); must not block.
-  virtual void Audit(const std::string& type, const std::string& identity, int64_t pid,
-                     const std::string& exe, const nlohmann::json& details) = 0;
+  // "dataplane.refused"); must not block. `details_json` is a JSON object's text.
+  virtual void AuditJson(const std::string& type, const std::string& identity, int64_t pid,
+                         const std::string& exe, std::string details_json) = 0;
+  // The same with a document. Peer-supplied strings (a Host header, a refusal's reason) may
+  // hold any byte: invalid UTF-8 is replaced rather than thrown on the event loop.
+  void Audit(const std::string& type, const std::string& identity, int64_t pid,
+             const std::string& exe, const nlohmann::json& details) {
+    AuditJson(type, identity, pid, exe,
+              details.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace));
+  }
   // inject: the header/sigv4 bindings of Service `service` that `process` may use (by the
   // agent's synced view; the server checks again when granting), sorted by name.
   virtual std::vector<InjectBinding> InjectBindings(const agent::attest::AttestedProcess& process,
