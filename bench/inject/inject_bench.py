@@ -13,6 +13,11 @@ loaded (--conns connections) then unloaded (1 connection, the latency of the hop
           no audit)
 Targets (docs/benchmarks.md): inject requests/s >= 80 % of direct; p99 added < 1 ms (both
 phases are printed).
+
+--split-cores is an experiment, not the targets' measurement: wrk and nginx share CPU 0 and the
+hop (agent and server, or HAProxy) gets CPU 1 to itself, so "direct" runs on one core and the
+hops on two. It asks what the hop costs when it has a core of its own, as on a node with CPU
+to spare, instead of taking its CPU from the client and the upstream.
 """
 
 from __future__ import annotations
@@ -156,13 +161,13 @@ class Bench:
            t / "ca.key", "-CAcreateserial", "-out", t / "api.pem", "-days", "2", "-extfile",
            t / "ext")
         (t / "nginx.conf").write_text(NGINX.format(tmp=t, key=KEY))
-        self.nginx = Peer(netns(NS_B, "nginx", "-e", "stderr", "-c", t / "nginx.conf"), "nginx")
+        self.nginx = Peer(netns(NS_B, *self.pin("client"), "nginx", "-e", "stderr", "-c", t / "nginx.conf"), "nginx")
         self.peers.append(self.nginx)
         (t / "haproxy.cfg").write_text(HAPROXY.format(tmp=t, key=KEY, ip=IP_B, port=HAPROXY_PORT))
-        self.haproxy = Peer(netns(NS_A, "haproxy", "-db", "-f", t / "haproxy.cfg"), "haproxy")
+        self.haproxy = Peer(netns(NS_A, *self.pin("hop"), "haproxy", "-db", "-f", t / "haproxy.cfg"), "haproxy")
         self.peers.append(self.haproxy)
         ready = t / "server.ready"
-        server = Peer(netns(NS_A, self.args.sigil, "server", "--data-dir", t / "server",
+        server = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "server", "--data-dir", t / "server",
                             "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
                             "--agent-listen", f"{IP_A}:0", "--metrics-listen", "off",
                             "--ready-file", ready), "server")
@@ -219,7 +224,7 @@ spec:
         help_text = subprocess.run([self.args.sigil, "agent", "--help"], capture_output=True,
                                    text=True).stdout
         extra = ["--creds-mount", ""] if "--creds-mount" in help_text else []
-        agent = Peer(netns(NS_A, self.args.sigil, "agent", "--server", addr["agent"],
+        agent = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "agent", "--server", addr["agent"],
                            "--join-token-file", t / "token", "--data-dir", t / "agent",
                            "--socket", t / "agent.sock", "--node-name", "bench-a",
                            "--health-listen", "127.0.0.1:0", "--ready-file", ready,
@@ -242,8 +247,15 @@ spec:
                     raise RuntimeError(f"no answer through {name}\n{peer.output[-3000:]}")
                 time.sleep(0.5)
 
+    def pin(self, role: str) -> list[str]:
+        """With --split-cores, the taskset prefix of a process: "client" (wrk, nginx) on CPU 0,
+        "hop" (agent, server, HAProxy) on CPU 1; nothing otherwise."""
+        if not self.args.split_cores:
+            return []
+        return ["taskset", "-c", "0" if role == "client" else "1"]
+
     def sigil_run(self, *cmd: object) -> list[str]:
-        return netns(NS_A, self.args.sigil, "run", "--cgroup-root", self.tmp / "cgroup2",
+        return netns(NS_A, *self.pin("client"), self.args.sigil, "run", "--cgroup-root", self.tmp / "cgroup2",
                      "--managed-cgroup", self.managed, "--", *cmd)
 
     @staticmethod
@@ -288,10 +300,10 @@ spec:
     def wrk_argv(self, path: str, *options: str) -> list[str]:
         """wrk with `options` against one of PATHS."""
         if path == "direct":
-            return netns(NS_A, self.wrk, *options, "-H", f"Authorization: Bearer {KEY}",
+            return netns(NS_A, *self.pin("client"), self.wrk, *options, "-H", f"Authorization: Bearer {KEY}",
                          f"https://{IP_B}:443/")
         if path == "haproxy":
-            return netns(NS_A, self.wrk, *options, self.haproxy_url())
+            return netns(NS_A, *self.pin("client"), self.wrk, *options, self.haproxy_url())
         return self.sigil_run(self.wrk, *options, f"http://{IP_B}/")
 
     def measure(self) -> dict:
@@ -340,6 +352,9 @@ spec:
         print(f"Sigil credential injection benchmark — {time.strftime('%Y-%m-%d %H:%M')} — "
               f"{os.cpu_count()} CPUs; 1 wrk thread, agent 1 event loop, nginx 1 worker; "
               f"{self.args.reps} rounds per path (median)")
+        if self.args.split_cores:
+            print("  --split-cores: wrk and nginx on CPU 0, the hop (agent and server, or HAProxy) "
+                  "on CPU 1 -- an experiment, not the targets' measurement")
         added = {}
         ratio = 0.0
         for phase, conns in (("loaded", self.args.conns), ("unloaded", 1)):
@@ -367,6 +382,9 @@ spec:
                   f"p99 {median(phase, 'haproxy', 'p99') - median(phase, 'direct', 'p99'):+.3f} ms;"
                   f"  inject/haproxy: {median(phase, 'inject', 'rps') / median(phase, 'haproxy', 'rps'):.2f}")
         print(f"  non-2xx or socket errors: {bad}")
+        if self.args.split_cores:
+            print("  (split cores: the lines below compare a one-core direct path with two-core "
+                  "hops; they are not the targets' verdict)")
         print(f"  [{'MET ' if ratio >= 0.8 else 'MISS'}] requests/s >= 80 % of direct "
               f"({self.args.conns} connections): {ratio * 100:.0f} %")
         for phase in ("loaded", "unloaded"):
@@ -404,6 +422,9 @@ def main() -> int:
     ap.add_argument("--lat1-duration", type=int, default=5,
                     help="seconds per measurement of the unloaded (1 connection) phase (1-120)")
     ap.add_argument("--reps", type=int, default=3, help="rounds per path, median reported (1-9)")
+    ap.add_argument("--split-cores", action="store_true",
+                    help="experiment: wrk and nginx on CPU 0, the hop (agent and server, or "
+                         "HAProxy) on CPU 1 (needs 2 CPUs or more)")
     ap.add_argument("--perf", default="",
                     help="debugging: `perf record -g` a process during the first inject round "
                          "into this file")
@@ -416,6 +437,8 @@ def main() -> int:
         ap.error("--duration 1-120, --lat1-duration 1-120, --conns 1-1000, --reps 1-9")
     if os.geteuid() != 0:
         ap.error("run as root (namespaces, BPF, cgroup2)")
+    if args.split_cores and not {0, 1} <= os.sched_getaffinity(0):
+        ap.error("--split-cores needs CPUs 0 and 1")
     bench = Bench(args)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
     try:

@@ -7,6 +7,7 @@
 #   cmake --build build/release --target sigil -j2
 #   bench/inject/run.sh [--sigil build/release/apps/sigil/sigil] [--duration 10] [--conns 16]
 #                       [--lat1-duration 5] [--reps 3] [--perf FILE [--perf-process agent|server|system]]
+#                       [--split-cores]   # experiment: wrk+nginx on CPU 0, the hop on CPU 1
 #
 # Needs: wrk, curl, openssl, nginx (nginx-light), iproute2; /usr/bin/python3. Exit status 0
 # when both paths ran (targets met or not), 1 when one failed, 2 on bad usage.
