@@ -281,6 +281,27 @@ spec:
         out["cpu"] = {k: (self.cpu_seconds(p) - before[k]) / elapsed for k, p in procs.items()}
         return out
 
+    # CPU/s above which the agent and the server, which no request of the direct or HAProxy
+    # path goes through, are not idle.
+    IDLE_CPU = 0.1
+
+    def check_idle(self, what: str, cpu: dict) -> None:
+        """Warns, and keeps both daemons' logs, when the agent or the server was busy while the
+        round did not use them: such a round's figures are not comparable (it happened once,
+        docs/benchmarks.md)."""
+        busy = {k: v for k, v in cpu.items() if k in ("agent", "server") and v > self.IDLE_CPU}
+        if not busy:
+            return
+        keep = Path(tempfile.gettempdir()) / f"sigil-inject-bench-{PID}-busy.log"
+        with keep.open("a") as f:
+            f.write(f"=== {time.strftime('%H:%M:%S')} {what}: " +
+                    ", ".join(f"{k} {v:.2f} CPU/s" for k, v in busy.items()) + "\n")
+            for name, peer in (("agent", self.agent), ("server", self.server)):
+                f.write(f"--- {name} (last 200 lines) ---\n")
+                f.write("\n".join(peer.output.splitlines()[-200:]) + "\n")
+        self.log(f"  WARNING: {', '.join(busy)} busy during {what} (no request goes through "
+                 f"them); their logs are in {keep}")
+
     @staticmethod
     def haproxy_url() -> str:
         return f"http://127.0.0.1:{HAPROXY_PORT}/"
@@ -335,6 +356,8 @@ spec:
                     r = self.wrk_run(argv)
                     if perf is not None:
                         perf.wait(timeout=60)
+                    if path != "inject":
+                        self.check_idle(f"{phase} {path} rep {rep + 1}", r["cpu"])
                     self.log(f"  {path:7s} rep {rep + 1}: {r['rps']:,.0f} req/s  "
                              f"p50 {r['p50']:.3f} ms  p99 {r['p99']:.3f} ms  "
                              f"non-2xx {r['non2xx']}  socket errors {r['socket_errors']}  "
