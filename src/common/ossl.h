@@ -64,7 +64,8 @@ std::string DrainOsslErrors();
 // Builds an Error from `what` plus DrainOsslErrors(): "what (reason; reason)".
 Error OsslError(std::string_view what, ErrorCode code = ErrorCode::kInternal);
 
-// Discards whatever is on the error queue (after a failure we handled ourselves).
+// Discards whatever is on the error queue: after a failure we handled ourselves, and before an
+// SSL call whose failure is explained from the queue. Cheap when the queue is empty.
 void ClearOsslErrors();
 
 // Normalises OpenSSL's "1 means success" convention.

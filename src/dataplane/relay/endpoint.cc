@@ -10,19 +10,13 @@
 #include <cerrno>
 #include <cstring>
 
+#include "common/ossl.h"
 #include "dataplane/relay/ktls_endpoint.h"
 #include "dataplane/relay/record_endpoint.h"
 
 namespace sigil::dataplane {
 
 namespace {
-
-// OpenSSL reads its per-thread error queue to explain a failed call, so a stale entry must not
-// be there beforehand. ERR_clear_error() resets every slot of the queue (~2 % of the event
-// loop's CPU when called before each record); the queue is almost always empty already.
-void ClearStaleOsslErrors() {
-  if (ERR_peek_error() != 0) ERR_clear_error();
-}
 
 void SetNonBlocking(int fd) {
   int flags = ::fcntl(fd, F_GETFL);
@@ -190,7 +184,7 @@ IoResult Endpoint::Read(std::span<char> out) {
   if (records_) return records_->Read(fd_.get(), out);
   if (ktls_) return ktls_->Read(fd_.get(), out);
   if (ssl_) {
-    ClearStaleOsslErrors();
+    ClearOsslErrors();
     errno = 0;
     size_t n = 0;
     int rc = SSL_read_ex(ssl_.get(), out.data(), out.size(), &n);
@@ -229,7 +223,7 @@ IoResult Endpoint::Write(std::span<const char> in) {
   }
   if (ktls_) return ktls_->Write(fd_.get(), in);
   if (ssl_) {
-    ClearStaleOsslErrors();
+    ClearOsslErrors();
     errno = 0;
     size_t n = 0;
     int rc = SSL_write_ex(ssl_.get(), in.data(), in.size(), &n);
