@@ -119,12 +119,27 @@ Result<std::vector<uint8_t>> Base64Decode(std::string_view text) {
 std::string Base64UrlEncode(std::span<const uint8_t> bytes) { return Encode(bytes, kUrl, false); }
 std::string Base64UrlEncode(std::string_view bytes) { return Base64UrlEncode(AsBytes(bytes)); }
 
+namespace {
+char Printable(char ch) {
+  const auto c = static_cast<unsigned char>(ch);
+  return c < 0x20 || c > 0x7e ? '?' : ch;
+}
+}  // namespace
+
 std::string PrintableAscii(std::string_view s, size_t max) {
   std::string out(s.substr(0, max));
-  for (char& ch : out) {
-    if (ch < 0x20 || ch > 0x7e) ch = '?';
-  }
+  for (char& ch : out) ch = Printable(ch);
   return out;
+}
+
+void AppendPrintableAsciiJson(std::string& out, std::string_view s, size_t max) {
+  out.push_back('"');
+  for (const char ch : s.substr(0, max)) {
+    const char p = Printable(ch);
+    if (p == '"' || p == '\\') out.push_back('\\');
+    out.push_back(p);
+  }
+  out.push_back('"');
 }
 
 Result<std::vector<uint8_t>> Base64UrlDecode(std::string_view text) {

@@ -35,6 +35,9 @@ inline std::string_view AsChars(std::span<const uint8_t> b) {
 // Peer-supplied text as it may appear in logs, messages and audit records: at most `max`
 // bytes, each byte outside printable ASCII (0x20-0x7e) replaced by '?'.
 std::string PrintableAscii(std::string_view s, size_t max);
+// PrintableAscii(s, max) as a JSON string literal (quoted, '"' and '\\' escaped), appended to
+// `out` without an intermediate string: audit details written as text on a hot path.
+void AppendPrintableAsciiJson(std::string& out, std::string_view s, size_t max);
 
 // SHA-256 helpers used for fingerprints and hash pins.
 std::vector<uint8_t> Sha256(std::span<const uint8_t> data);

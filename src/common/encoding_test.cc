@@ -71,5 +71,17 @@ TEST(PrintableAscii, ReplacesNonPrintableBytesAndBoundsTheLength) {
   EXPECT_EQ(PrintableAscii("", 3), "");
 }
 
+TEST(PrintableAscii, AsAJsonStringLiteral) {
+  std::string out = "x=";
+  AppendPrintableAsciiJson(out, std::string_view("a\"b\\c\x01\xff", 7), 100);
+  EXPECT_EQ(out, R"(x="a\"b\\c??")");
+  out.clear();
+  AppendPrintableAsciiJson(out, "abcdef", 3);
+  EXPECT_EQ(out, R"("abc")");
+  out.clear();
+  AppendPrintableAsciiJson(out, "", 3);
+  EXPECT_EQ(out, R"("")");
+}
+
 }  // namespace
 }  // namespace sigil

@@ -1,23 +1,8 @@
 #include "dataplane/proxy/inject_audit.h"
 
-#include <algorithm>
+#include "common/encoding.h"
 
 namespace sigil::dataplane {
-
-void AppendPrintableJsonString(std::string& out, std::string_view s, size_t max) {
-  s = s.substr(0, std::min(s.size(), max));
-  out.push_back('"');
-  for (const char ch : s) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c > 0x7e) {
-      out.push_back('?');
-    } else {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(ch);
-    }
-  }
-  out.push_back('"');
-}
 
 bool InjectAuditBatch::Add(int64_t time_unix_ms, std::string_view method, std::string_view host,
                            std::string_view path) {
@@ -25,11 +10,11 @@ bool InjectAuditBatch::Add(int64_t time_unix_ms, std::string_view method, std::s
   json_ += "{\"time_unix_ms\":";
   json_ += std::to_string(time_unix_ms);
   json_ += ",\"method\":";
-  AppendPrintableJsonString(json_, method, kMaxField);
+  AppendPrintableAsciiJson(json_, method, kMaxField);
   json_ += ",\"host\":";
-  AppendPrintableJsonString(json_, host, kMaxField);
+  AppendPrintableAsciiJson(json_, host, kMaxField);
   json_ += ",\"path\":";
-  AppendPrintableJsonString(json_, path, kMaxPath);
+  AppendPrintableAsciiJson(json_, path, kMaxPath);
   if (path.size() > kMaxPath) json_ += ",\"path_truncated\":true";
   json_.push_back('}');
   ++count_;

@@ -48,8 +48,4 @@ class InjectAuditBatch {
   size_t count_ = 0;
 };
 
-// `s` as a JSON string literal (quoted), made printable and bounded as above: at most `max`
-// bytes of `s` are used.
-void AppendPrintableJsonString(std::string& out, std::string_view s, size_t max);
-
 }  // namespace sigil::dataplane

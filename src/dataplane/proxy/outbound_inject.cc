@@ -338,9 +338,9 @@ void FlushInjectAudit(ProxyHost& host, EventLoop& loop, const InjectConn& conn, 
   // Written as text, like the batch (inject_audit.h). Resource names are validated, but go
   // through the same quoting as the peer's strings.
   std::string details = "{\"binding\":";
-  AppendPrintableJsonString(details, conn.binding.name, conn.binding.name.size());
+  AppendPrintableAsciiJson(details, conn.binding.name, conn.binding.name.size());
   details += ",\"service\":";
-  AppendPrintableJsonString(details, c.service->name, c.service->name.size());
+  AppendPrintableAsciiJson(details, c.service->name, c.service->name.size());
   if (!conn.sni.empty()) details += ",\"tls\":\"intercepted\"";
   details += ",\"requests\":";
   details += a.batch.Take();
