@@ -161,16 +161,18 @@ class Bench:
            t / "ca.key", "-CAcreateserial", "-out", t / "api.pem", "-days", "2", "-extfile",
            t / "ext")
         (t / "nginx.conf").write_text(NGINX.format(tmp=t, key=KEY))
-        self.nginx = Peer(netns(NS_B, *self.pin("client"), "nginx", "-e", "stderr", "-c", t / "nginx.conf"), "nginx")
+        self.nginx = Peer(netns(NS_B, *self.pin("client"), "nginx", "-e", "stderr", "-c",
+                                t / "nginx.conf"), "nginx")
         self.peers.append(self.nginx)
         (t / "haproxy.cfg").write_text(HAPROXY.format(tmp=t, key=KEY, ip=IP_B, port=HAPROXY_PORT))
-        self.haproxy = Peer(netns(NS_A, *self.pin("hop"), "haproxy", "-db", "-f", t / "haproxy.cfg"), "haproxy")
+        self.haproxy = Peer(netns(NS_A, *self.pin("hop"), "haproxy", "-db", "-f",
+                                  t / "haproxy.cfg"), "haproxy")
         self.peers.append(self.haproxy)
         ready = t / "server.ready"
-        server = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "server", "--data-dir", t / "server",
-                            "--trust-domain", TD, "--admin-listen", "127.0.0.1:0",
-                            "--agent-listen", f"{IP_A}:0", "--metrics-listen", "off",
-                            "--ready-file", ready), "server")
+        server = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "server",
+                            "--data-dir", t / "server", "--trust-domain", TD,
+                            "--admin-listen", "127.0.0.1:0", "--agent-listen", f"{IP_A}:0",
+                            "--metrics-listen", "off", "--ready-file", ready), "server")
         self.peers.append(server)
         self.server = server
         addr = helpers.wait_ready_file(server, ready, "server", timeout=30)
@@ -224,9 +226,10 @@ spec:
         help_text = subprocess.run([self.args.sigil, "agent", "--help"], capture_output=True,
                                    text=True).stdout
         extra = ["--creds-mount", ""] if "--creds-mount" in help_text else []
-        agent = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "agent", "--server", addr["agent"],
-                           "--join-token-file", t / "token", "--data-dir", t / "agent",
-                           "--socket", t / "agent.sock", "--node-name", "bench-a",
+        agent = Peer(netns(NS_A, *self.pin("hop"), self.args.sigil, "agent",
+                           "--server", addr["agent"], "--join-token-file", t / "token",
+                           "--data-dir", t / "agent", "--socket", t / "agent.sock",
+                           "--node-name", "bench-a",
                            "--health-listen", "127.0.0.1:0", "--ready-file", ready,
                            "--dataplane", "--dataplane-loops", "1",
                            "--cgroup-root", t / "cgroup2", "--managed-cgroup", self.managed,
@@ -255,8 +258,9 @@ spec:
         return ["taskset", "-c", "0" if role == "client" else "1"]
 
     def sigil_run(self, *cmd: object) -> list[str]:
-        return netns(NS_A, *self.pin("client"), self.args.sigil, "run", "--cgroup-root", self.tmp / "cgroup2",
-                     "--managed-cgroup", self.managed, "--", *cmd)
+        return netns(NS_A, *self.pin("client"), self.args.sigil, "run",
+                     "--cgroup-root", self.tmp / "cgroup2", "--managed-cgroup", self.managed,
+                     "--", *cmd)
 
     @staticmethod
     def cpu_seconds(pid: int) -> float:
@@ -321,8 +325,8 @@ spec:
     def wrk_argv(self, path: str, *options: str) -> list[str]:
         """wrk with `options` against one of PATHS."""
         if path == "direct":
-            return netns(NS_A, *self.pin("client"), self.wrk, *options, "-H", f"Authorization: Bearer {KEY}",
-                         f"https://{IP_B}:443/")
+            return netns(NS_A, *self.pin("client"), self.wrk, *options,
+                         "-H", f"Authorization: Bearer {KEY}", f"https://{IP_B}:443/")
         if path == "haproxy":
             return netns(NS_A, *self.pin("client"), self.wrk, *options, self.haproxy_url())
         return self.sigil_run(self.wrk, *options, f"http://{IP_B}/")
